@@ -1,0 +1,49 @@
+"""Settings for the whole lakehouse, read from `LAKEHOUSE_*` environment variables and flags."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
+DEFAULT_LISTING_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
+
+
+class Settings(BaseSettings):
+    """Every knob of the lakehouse; defaults serve a laptop user talking to the real Binance."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_", extra="ignore")
+
+    root: str = Field(default="./lake", description="Lake root: a path or s3://bucket/prefix")
+    binance_archive_url: str = DEFAULT_ARCHIVE_URL
+    binance_listing_url: str = DEFAULT_LISTING_URL
+    binance_spot_api_url: str = "https://api.binance.com"
+    binance_um_api_url: str = "https://fapi.binance.com"
+    binance_cm_api_url: str = "https://dapi.binance.com"
+    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
+    binance_um_ws_url: str = "wss://fstream.binance.com"
+    binance_cm_ws_url: str = "wss://dstream.binance.com"
+
+    download_concurrency: int = Field(default=8, ge=1, le=64)
+    http_timeout_seconds: float = Field(default=60.0, gt=0)
+    http_retries: int = Field(default=5, ge=0)
+    retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    retry_max_wait_seconds: float = Field(default=60.0, ge=0)
+
+    memory_budget_mb: int = Field(default=2048, ge=64, description="Peak RSS budget for ingest")
+    parse_batch_mb: int = Field(default=64, ge=1, description="CSV bytes parsed per batch")
+    workers: int = Field(default=0, ge=0, description="Parser processes; 0 means one per core")
+    commit_batch_files: int = Field(default=64, ge=1, description="Small files per Delta commit")
+
+    rest_weight_limit_per_minute: int = Field(default=0, ge=0, description="0 = from exchangeInfo")
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+
+    metadata_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in the lake")
+    log_level: str = "INFO"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Return settings from the environment with explicit overrides (flags) applied on top."""
+    values = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Pipelines: source → bronze (ingest), bronze → silver, silver → gold."""

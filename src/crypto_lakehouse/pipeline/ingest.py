@@ -1,0 +1,373 @@
+"""Archive → bronze → silver for one dataset: list, decide, download, verify, parse, commit.
+
+Downloads run concurrently (asyncio + httpx), parsing runs on an executor (threads, spawned
+processes or Dask), and one committer writes silver in batches. Per-file failures become
+outcomes on the result; the run always continues with the other files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from crypto_lakehouse.datasets import Dataset, get_dataset
+from crypto_lakehouse.exceptions import (
+    ChecksumMismatchError,
+    ConfigurationError,
+    FormatError,
+    IntegrityError,
+    NotFoundUpstreamError,
+    SourceError,
+    TransientSourceError,
+)
+from crypto_lakehouse.pipeline import silver
+from crypto_lakehouse.pipeline.executor import ExecutorKind, close_owner, make_executor
+from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
+from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
+from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
+from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
+from crypto_lakehouse.sources.binance.archive import ArchiveClient
+from crypto_lakehouse.storage.bronze import (
+    Manifest,
+    ManifestEntry,
+    Status,
+    bronze_path,
+    quarantine_path,
+)
+from crypto_lakehouse.storage.lake import Lake
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.sources.binance.listing import ArchiveObject
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    """What `lakehouse ingest` was asked for."""
+
+    market: str
+    data_type: str
+    symbols: tuple[str, ...] = ()
+    interval: str | None = None
+    start: date | None = None
+    end: date | None = None
+    period: PeriodMode = "auto"
+    executor: ExecutorKind = "threads"
+    dask_address: str | None = None
+
+
+@dataclass(slots=True)
+class _Run:
+    """Mutable state of one run, shared by its tasks."""
+
+    lake: Lake
+    dataset: Dataset
+    settings: Settings
+    manifest: Manifest
+    executor: Executor
+    progress: ProgressSink
+    workdir: Path
+    started: datetime
+    result: IngestResult
+    pending_events: list[ManifestEntry] = field(default_factory=list)
+    parsed: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None]] = field(
+        default_factory=list
+    )
+    commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _validate(request: IngestRequest, dataset: Dataset) -> None:
+    """Reject requests the archive cannot answer, with a message saying what would work."""
+    if dataset.has_interval:
+        if not request.interval:
+            raise ConfigurationError(f"{dataset.table} needs --interval (e.g. 1m)")
+        if request.interval not in dataset.intervals:
+            raise ConfigurationError(
+                f"interval {request.interval} is not archived for {dataset.table}; "
+                f"choose one of {', '.join(dataset.intervals)}"
+            )
+    if request.period != "auto" and request.period not in dataset.periods:
+        raise ConfigurationError(
+            f"{dataset.table} is published {' and '.join(dataset.periods)} only"
+        )
+    if request.start and request.end and request.start > request.end:
+        raise ConfigurationError("--start must not be after --end")
+
+
+async def ingest(
+    request: IngestRequest,
+    settings: Settings,
+    *,
+    progress: ProgressSink | None = None,
+    client: ArchiveClient | None = None,
+) -> IngestResult:
+    """Bring the archive files of a request into bronze and silver.
+
+    Args:
+        request: dataset, symbols, date range and period mode.
+        settings: lake root, endpoints, concurrency.
+        progress: where to report progress; nothing is drawn when omitted.
+        client: an archive client to use (the caller keeps ownership); one is made otherwise.
+
+    Returns:
+        The per-file outcomes. Failures are outcomes, not exceptions: the run goes on.
+
+    Raises:
+        ConfigurationError: the request cannot be served.
+        SourceError: the listing itself could not be read.
+    """
+    dataset = get_dataset(request.market, request.data_type)
+    _validate(request, dataset)
+    lake = Lake.at(settings.root)
+    executor, owner = make_executor(
+        request.executor, settings.workers, dask_address=request.dask_address
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="lakehouse-ingest-"))
+    run = _Run(
+        lake=lake,
+        dataset=dataset,
+        settings=settings,
+        manifest=Manifest(lake),
+        executor=executor,
+        progress=progress or NullProgress(),
+        workdir=workdir,
+        started=datetime.now(UTC),
+        result=IngestResult(table=dataset.table),
+    )
+    own_client = client is None
+    archive = client or ArchiveClient(settings)
+    try:
+        await _run(run, request, archive)
+    finally:
+        if own_client:
+            await archive.aclose()
+        executor.shutdown(wait=True, cancel_futures=True)
+        close_owner(owner)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return run.result
+
+
+async def _run(run: _Run, request: IngestRequest, archive: ArchiveClient) -> None:
+    """List, plan, process every file, then flush the last commit and manifest events."""
+    planned, missing = await _discover(run.dataset, request, archive)
+    current = run.manifest.current(key_prefix=f"data/{run.dataset.market_path}/")
+    for miss in missing:
+        run.result.files.append(FileOutcome(miss.key, "missing_upstream"))
+        run.pending_events.append(
+            ManifestEntry(miss.key, run.dataset.table, miss.symbol, miss.period, miss.stamp,
+                          "missing_upstream", reason="not in the archive listing")
+        )  # fmt: skip
+    actions = [(p, decide(p, current.get(p.key))) for p in planned]
+    todo = [(p, a) for p, a in actions if a != "skip"]
+    download_bytes = sum(p.listed.size for p, a in todo if p.listed and a == "download")
+    run.progress.plan(len(planned), download_bytes)
+    for plan, action in actions:
+        if action == "skip":
+            entry = current[plan.key]
+            run.result.files.append(
+                FileOutcome(plan.key, "skipped_unchanged", revision=entry.revision)
+            )
+            run.progress.file_done(plan.key, "skipped_unchanged")
+    log.info("ingest_planned", table=run.dataset.table, files=len(planned), todo=len(todo),
+             missing=len(missing))  # fmt: skip
+    tasks = [
+        asyncio.create_task(_process(run, archive, plan, action, current.get(plan.key)))
+        for plan, action in todo
+    ]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+    await _commit_pending(run, force=True)
+
+
+async def _discover(
+    dataset: Dataset, request: IngestRequest, archive: ArchiveClient
+) -> tuple[list[PlannedFile], list[PlannedFile]]:
+    """List symbols and files upstream and select those covering the request."""
+    symbols = list(request.symbols)
+    if not symbols:
+        for period in dataset.periods:
+            symbols += await archive.list_symbols(dataset.symbols_prefix(period))
+        symbols = sorted(set(symbols))
+    planned: list[PlannedFile] = []
+    missing: list[PlannedFile] = []
+    for symbol in symbols:
+        listed: dict[str, list[ArchiveObject]] = {}
+        for period in dataset.periods:
+            if request.period not in ("auto", period):
+                continue
+            prefix = dataset.archive_prefix(period, symbol, request.interval)
+            listed[period], _ = await archive.list_all(prefix)
+        chosen, absent = select_files(
+            dataset, symbol, listed, start=request.start, end=request.end, mode=request.period
+        )
+        planned += chosen
+        missing += absent
+    return planned, missing
+
+
+async def _process(
+    run: _Run,
+    archive: ArchiveClient,
+    plan: PlannedFile,
+    action: str,
+    previous: ManifestEntry | None,
+) -> None:
+    """Fetch (or reuse) one file, parse it on the executor, and queue it for commit."""
+    try:
+        if action == "download":
+            entry, local = await _download(run, archive, plan, previous)
+        else:
+            assert previous is not None
+            entry = previous.with_status("verified")
+            local = await asyncio.to_thread(
+                run.lake.get_file, entry.bronze_path, run.workdir / "bronze" / plan.key
+            )
+    except IntegrityError as exc:
+        await _quarantine_download(run, plan, exc)
+        return
+    except NotFoundUpstreamError as exc:
+        _fail(run, plan, "missing_upstream", str(exc))
+        return
+    except (TransientSourceError, SourceError) as exc:
+        _fail(run, plan, "failed", f"download failed after retries: {exc}")
+        return
+    await _parse(run, plan, entry, local, previous)
+
+
+async def _download(
+    run: _Run, archive: ArchiveClient, plan: PlannedFile, previous: ManifestEntry | None
+) -> tuple[ManifestEntry, Path]:
+    """Download and verify a file, store it in bronze, and return its manifest entry."""
+    assert plan.listed is not None
+    sha = await archive.fetch_checksum(plan.key)
+    got = await archive.download(plan.key, run.workdir / "download", sha)
+    run.progress.downloaded(got.size)
+    revision = 1
+    if previous is not None and previous.sha256:
+        revision = previous.revision if previous.sha256 == got.sha256 else previous.revision + 1
+    path = bronze_path(plan.key, revision)
+    await asyncio.to_thread(run.lake.put_file, got.path, path)
+    entry = ManifestEntry(
+        key=plan.key, table=run.dataset.table, symbol=plan.symbol, period=plan.period,
+        stamp=plan.stamp, status="verified", revision=revision, bronze_path=path,
+        sha256=got.sha256, size=got.size, etag=plan.listed.etag,
+        last_modified=plan.listed.last_modified,
+    )  # fmt: skip
+    return entry, got.path
+
+
+async def _parse(
+    run: _Run,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    local: Path,
+    previous: ManifestEntry | None,
+) -> None:
+    """Parse on the executor; queue the result for commit or quarantine the file."""
+    interval = None
+    if run.dataset.has_interval:
+        interval = plan.key.split("/")[-2]
+    task = ParseTask(
+        market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
+        symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
+        revision=entry.revision, zip_path=str(local),
+        staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".parquet")),
+        chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started,
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    try:
+        parsed = await loop.run_in_executor(run.executor, parse_to_stage, task)
+    except (FormatError, IntegrityError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        run.pending_events.append(entry.with_status("quarantined", reason=reason))
+        run.result.files.append(
+            FileOutcome(plan.key, "quarantined", bytes=entry.size, revision=entry.revision,
+                        reason=reason, downloaded=entry.status == "verified" and not previous)
+        )  # fmt: skip
+        run.progress.file_done(plan.key, "quarantined")
+        log.warning("file_quarantined", key=plan.key, reason=reason)
+        return
+    superseded = None
+    if previous is not None and previous.sha256 and previous.revision < entry.revision:
+        superseded = previous.with_status("superseded", reason=f"replaced by rev {entry.revision}")
+    run.parsed.append((parsed, entry, superseded))
+    await _commit_pending(run, force=False)
+
+
+async def _commit_pending(run: _Run, *, force: bool) -> None:
+    """Commit queued files to silver when a batch is full (or at the end), then the manifest."""
+    async with run.commit_lock:
+        if not run.parsed and not (force and run.pending_events):
+            return
+        if run.parsed and (force or len(run.parsed) >= run.settings.commit_batch_files):
+            batch, run.parsed = run.parsed, []
+            files = [parsed for parsed, _, _ in batch]
+            version = await asyncio.to_thread(silver.commit_files, run.lake, files)
+            for parsed, entry, superseded in batch:
+                if superseded is not None:
+                    run.pending_events.append(superseded)
+                run.pending_events.append(
+                    entry.with_status(
+                        "loaded", rows=parsed.rows, silver_version=version,
+                        header=parsed.header or "", time_unit=parsed.time_unit or "",
+                    )
+                )  # fmt: skip
+                run.result.files.append(
+                    FileOutcome(parsed.task.key, "loaded", rows=parsed.rows, bytes=entry.size,
+                                revision=entry.revision, downloaded=True)
+                )  # fmt: skip
+                run.progress.file_done(parsed.task.key, "loaded")
+                Path(parsed.task.staged_path).unlink(missing_ok=True)
+            log.info("silver_committed", table=run.dataset.table, files=len(batch),
+                     version=version)  # fmt: skip
+        if run.pending_events and (force or not run.parsed):
+            events, run.pending_events = run.pending_events, []
+            await asyncio.to_thread(run.manifest.record, events)
+
+
+async def _quarantine_download(run: _Run, plan: PlannedFile, exc: IntegrityError) -> None:
+    """Keep the bad bytes under quarantine/ and record why, so nothing is lost or loaded."""
+    status: Status = (
+        "checksum_mismatch" if isinstance(exc, ChecksumMismatchError) else "quarantined"
+    )
+    kept = ""
+    if exc.path is not None and exc.path.exists():
+        kept = quarantine_path(plan.key, datetime.now(UTC))
+        await asyncio.to_thread(run.lake.put_file, exc.path, kept)
+        exc.path.unlink(missing_ok=True)
+    reason = f"{type(exc).__name__}: {exc}"
+    run.pending_events.append(
+        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
+                      status, bronze_path=kept, reason=reason,
+                      etag=plan.listed.etag if plan.listed else "",
+                      last_modified=plan.listed.last_modified if plan.listed else "")
+    )  # fmt: skip
+    run.result.files.append(FileOutcome(plan.key, status, reason=reason))  # type: ignore[arg-type]
+    run.progress.file_done(plan.key, status)
+    log.warning("download_quarantined", key=plan.key, status=status, reason=reason)
+
+
+def _fail(run: _Run, plan: PlannedFile, outcome: str, reason: str) -> None:
+    """Record a file that could not be fetched; it is retried on the next run."""
+    status: Status = "failed" if outcome == "failed" else "missing_upstream"
+    run.pending_events.append(
+        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
+                      status, reason=reason)
+    )  # fmt: skip
+    run.result.files.append(FileOutcome(plan.key, outcome, reason=reason))  # type: ignore[arg-type]
+    run.progress.file_done(plan.key, outcome)
+    log.warning("download_failed", key=plan.key, reason=reason)

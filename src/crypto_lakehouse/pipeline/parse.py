@@ -1,0 +1,175 @@
+"""Parse one verified archive zip into a staged Parquet file of silver rows (runs in workers).
+
+Streaming: the CSV is inflated and parsed in chunks of `chunk_bytes`, and each chunk is written
+to the staged file at once, so memory follows the chunk size, not the file size. Nothing here
+touches Delta: workers may be separate processes or Dask workers; the committer is one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from crypto_lakehouse.datasets import TIMESTAMP, Dataset, get_dataset
+from crypto_lakehouse.exceptions import FormatError
+from crypto_lakehouse.sources.binance.formats import TimeUnit, parse_chunk, split_header
+from crypto_lakehouse.sources.binance.zipstream import iter_csv_chunks
+
+
+@dataclass(frozen=True, slots=True)
+class ParseTask:
+    """Everything a worker needs to turn one zip into silver rows; picklable."""
+
+    market: str
+    data_type: str
+    key: str
+    symbol: str
+    interval: str | None
+    period: str
+    stamp: str
+    revision: int
+    zip_path: str
+    staged_path: str
+    chunk_bytes: int
+    ingested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    """What a worker produced: the staged rows and what it learned about the file."""
+
+    task: ParseTask
+    rows: int
+    duplicates: int
+    min_time: datetime | None
+    max_time: datetime | None
+    header: str | None
+    time_unit: str | None
+    csv_bytes: int
+
+
+def period_bounds(period: str, stamp: str) -> tuple[datetime, datetime]:
+    """Return the [start, end] instants a file may cover; `end` is the next period's start.
+
+    The end is inclusive because end-of-period labelled files (UM metrics before 2026-06-25)
+    put the next midnight into the day's file (binance-archive.md §2.8).
+    """
+    if period == "daily":
+        start = datetime.strptime(stamp, "%Y-%m-%d").replace(tzinfo=UTC)
+        return start, start + timedelta(days=1)
+    start = datetime.strptime(stamp, "%Y-%m").replace(tzinfo=UTC)
+    following = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return start, following
+
+
+def _finish(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFrame:
+    """Add symbol, interval, derived time, month and lineage columns in silver order."""
+    extra: list[pl.Expr] = [pl.lit(task.symbol).alias("symbol")]
+    if dataset.has_interval:
+        extra.append(pl.lit(task.interval).alias("interval"))
+    frame = frame.with_columns(extra)
+    if dataset.derived_time_from_date_hour:
+        frame = frame.with_columns(
+            (pl.col("date").cast(TIMESTAMP) + pl.duration(hours=pl.col("hour"))).alias("time")
+        )
+    if dataset.tick:
+        frame = frame.with_columns(pl.col(dataset.time_column).dt.strftime("%Y-%m").alias("month"))
+    frame = frame.with_columns(
+        pl.lit("archive").alias("_source"),
+        pl.lit(task.key).alias("_bronze_key"),
+        pl.lit(task.revision, dtype=pl.Int64).alias("_revision"),
+        pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
+        pl.lit(False).alias("_provisional"),
+    )
+    schema = dataset.silver_schema()
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+
+
+def _check_period(frame: pl.DataFrame, dataset: Dataset, task: ParseTask, first_line: int) -> None:
+    """Reject rows whose time lies outside the file's period: a wrong or mixed-up file."""
+    start, end = period_bounds(task.period, task.stamp)
+    times = frame[dataset.time_column]
+    outside = ((times < start) | (times > end)).arg_true()
+    if outside.len():
+        row = int(outside[0])
+        raise FormatError(
+            f"line {first_line + row}: {dataset.time_column} {times[row]} lies outside "
+            f"the file's period {task.stamp}",
+            line=first_line + row,
+            column=dataset.time_column,
+            value=str(times[row]),
+        )
+
+
+def parse_to_stage(task: ParseTask) -> ParsedFile:
+    """Parse one zip into `task.staged_path` (Parquet) and return what was learned.
+
+    Raises:
+        FormatError: a bad cell, a short line, an epoch unit switch or an out-of-period row;
+            the staged file is removed so nothing half-written survives.
+        TruncatedBodyError: the zip's member is corrupt.
+    """
+    dataset = get_dataset(task.market, task.data_type)
+    staged = Path(task.staged_path)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    writer: pq.ParquetWriter | None = None
+    header: str | None = None
+    unit: TimeUnit | None = None
+    line = 1
+    rows = duplicates = csv_bytes = 0
+    low: datetime | None = None
+    high: datetime | None = None
+    try:
+        for index, raw in enumerate(iter_csv_chunks(Path(task.zip_path), task.chunk_bytes)):
+            csv_bytes += len(raw)
+            chunk = raw
+            if index == 0:
+                header, chunk = split_header(raw)
+                line += 1 if header is not None else 0
+            if not chunk.strip():
+                continue
+            frame, unit = parse_chunk(chunk, dataset, time_unit=unit, first_line=line)
+            _check_period(frame, dataset, task, line)
+            line += chunk.count(b"\n")
+            unique = frame.unique(subset=_data_key(dataset), keep="first", maintain_order=True)
+            duplicates += frame.height - unique.height
+            silver = _finish(unique, dataset, task)
+            times = silver[dataset.time_column]
+            low = _min(low, times.min())  # type: ignore[arg-type]
+            high = _max(high, times.max())  # type: ignore[arg-type]
+            table = silver.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(staged, table.schema, compression="lz4")
+            writer.write_table(table)
+            rows += silver.height
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        staged.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.close()
+    return ParsedFile(task, rows, duplicates, low, high, header, unit, csv_bytes)
+
+
+def _data_key(dataset: Dataset) -> list[str]:
+    """Return the primary-key columns present before symbol/interval are added."""
+    return [c for c in dataset.primary_key if c not in ("symbol", "interval")]
+
+
+def _min(current: datetime | None, value: datetime | None) -> datetime | None:
+    """Return the smaller of two optional instants."""
+    if value is None:
+        return current
+    return value if current is None or value < current else current
+
+
+def _max(current: datetime | None, value: datetime | None) -> datetime | None:
+    """Return the larger of two optional instants."""
+    if value is None:
+        return current
+    return value if current is None or value > current else current

@@ -1,0 +1,1 @@
+"""Query: DuckDB over Delta snapshots, and the Python API for notebooks."""

@@ -1,0 +1,1 @@
+"""Binance adapters: the public archive, REST and WebSocket; no storage code in here."""

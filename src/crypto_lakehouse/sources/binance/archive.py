@@ -1,0 +1,306 @@
+"""Client for data.binance.vision: S3 listing, verified streaming downloads, change metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+import httpx
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from crypto_lakehouse.exceptions import (
+    ChecksumMismatchError,
+    NotAZipError,
+    NotFoundUpstreamError,
+    RateLimitedError,
+    TransientSourceError,
+    TruncatedBodyError,
+)
+from crypto_lakehouse.sources.binance.listing import (
+    ArchiveObject,
+    ListingPage,
+    listing_url,
+    next_marker,
+    parse_checksum,
+    parse_listing,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tenacity import RetryCallState
+
+    from crypto_lakehouse.config import Settings
+
+log = structlog.get_logger(__name__)
+_ZIP_MAGIC = b"PK\x03\x04"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A downloaded, verified archive file waiting in a local temp path."""
+
+    key: str
+    path: Path
+    sha256: str
+    size: int
+    etag: str
+    last_modified: str
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Return Retry-After in seconds (number or HTTP date), or None."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - _now())
+        except (TypeError, ValueError):
+            return None
+
+
+def _now() -> float:
+    """Return the wall clock (a seam for tests)."""
+    import time
+
+    return time.time()
+
+
+def _raise_for_status(response: httpx.Response, url: str) -> None:
+    """Map an HTTP status to the exception tree; 2xx and 304 pass."""
+    status = response.status_code
+    if status < 300 or status == 304:
+        return
+    if status == 404:
+        raise NotFoundUpstreamError(f"not published upstream: {url}", url=url, status=404)
+    if status == 429:
+        raise RateLimitedError(
+            f"rate limited by {url}", url=url, retry_after=_retry_after(response)
+        )
+    if status >= 500 or status in (408, 425):
+        raise TransientSourceError(f"HTTP {status} from {url}", url=url, status=status)
+    raise NotFoundUpstreamError(f"HTTP {status} from {url}", url=url, status=status)
+
+
+class ArchiveClient:
+    """Lists and downloads archive files with bounded concurrency, retries and verification.
+
+    The client owns its httpx.AsyncClient unless one is passed in; use it as an async context
+    manager so connections are closed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.http_timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=settings.download_concurrency * 2,
+                max_keepalive_connections=settings.download_concurrency * 2,
+            ),
+            follow_redirects=True,
+        )
+        self._semaphore = asyncio.Semaphore(settings.download_concurrency)
+        self._sleep = sleep or asyncio.sleep
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Return the wait before the next try: Retry-After if given, else backoff with jitter."""
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            return min(exc.retry_after, self._settings.retry_max_wait_seconds)
+        base = self._settings.retry_backoff_seconds * (2 ** (state.attempt_number - 1))
+        return float(min(self._settings.retry_max_wait_seconds, random.uniform(0, base) + base / 2))
+
+    def _retrying(self) -> AsyncRetrying:
+        """Return the retry policy: transient errors only, never 404s or integrity failures."""
+        return AsyncRetrying(
+            retry=retry_if_exception_type(TransientSourceError),
+            stop=stop_after_attempt(self._settings.http_retries + 1),
+            wait=self._wait,
+            sleep=self._sleep,  # type: ignore[arg-type]
+            reraise=True,
+        )
+
+    async def _get_bytes(self, url: str) -> bytes:
+        """GET a small body with retries (listings and CHECKSUM files)."""
+        async for attempt in self._retrying():
+            with attempt:
+                try:
+                    response = await self._client.get(url)
+                except httpx.TransportError as exc:
+                    raise TransientSourceError(f"{type(exc).__name__} on {url}", url=url) from exc
+                _raise_for_status(response, url)
+                return response.content
+        raise AssertionError("unreachable: tenacity reraises")
+
+    async def list_page(self, prefix: str, marker: str | None = None) -> ListingPage:
+        """Fetch and parse one listing page."""
+        url = listing_url(self._settings.binance_listing_url, prefix, marker)
+        async with self._semaphore:
+            body = await self._get_bytes(url)
+        return parse_listing(body)
+
+    async def list_all(self, prefix: str) -> tuple[list[ArchiveObject], list[str]]:
+        """List every object and sub-directory under a prefix, following pagination.
+
+        Returns:
+            Objects and common prefixes, in listing order. An unknown prefix gives two empty
+            lists: S3 answers it with an empty listing, not an error.
+        """
+        objects: list[ArchiveObject] = []
+        prefixes: list[str] = []
+        marker: str | None = None
+        while True:
+            page = await self.list_page(prefix, marker)
+            objects.extend(page.objects)
+            prefixes.extend(page.prefixes)
+            following = next_marker(page)
+            if following is None or following == marker:
+                return objects, prefixes
+            marker = following
+
+    async def list_symbols(self, symbols_prefix: str) -> list[str]:
+        """Return every symbol directory under a data type, delisted ones included."""
+        _, prefixes = await self.list_all(symbols_prefix)
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in prefixes)
+
+    async def fetch_checksum(self, key: str) -> str:
+        """Download `{key}.CHECKSUM` and return its SHA-256."""
+        url = self._download_url(key + ".CHECKSUM")
+        async with self._semaphore:
+            body = await self._get_bytes(url)
+        try:
+            return parse_checksum(body.decode("utf-8", "replace"))
+        except ValueError as exc:
+            raise NotAZipError(f"{key}.CHECKSUM: {exc}", key=key) from exc
+
+    def _download_url(self, key: str) -> str:
+        """Build a download URL, e.g. `https://data.binance.vision/data/spot/...zip`."""
+        return f"{self._settings.binance_archive_url.rstrip('/')}/{key}"
+
+    async def download(self, key: str, dest_dir: Path, expected_sha256: str) -> Download:
+        """Stream one zip to a temp file in `dest_dir`, verify it, and return it.
+
+        The body is hashed while streaming. Short bodies and broken connections are retried;
+        a checksum mismatch is downloaded once more (a CDN may serve a stale copy).
+
+        Raises:
+            ChecksumMismatchError, TruncatedBodyError, NotAZipError: `exc.path` holds the bad
+                bytes for quarantine when there are any.
+            NotFoundUpstreamError: 404.
+            TransientSourceError: 5xx or 429 still failing after every retry.
+        """
+        for try_number in (1, 2):
+            result = await self._download_with_retries(key, dest_dir)
+            _check_zip(result)
+            if result.sha256 == expected_sha256:
+                return result
+            if try_number == 1:
+                result.path.unlink(missing_ok=True)
+                continue
+            raise ChecksumMismatchError(
+                f"sha256 {result.sha256} differs from CHECKSUM {expected_sha256} "
+                "(downloaded twice)",
+                key=key,
+                path=result.path,
+            )
+        raise AssertionError("unreachable")
+
+    async def _download_with_retries(self, key: str, dest_dir: Path) -> Download:
+        """Run `_stream_once` under the retry policy; a body still short at the end is truncated."""
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    async with self._semaphore:
+                        return await self._stream_once(key, dest_dir)
+        except _ShortBodyError as exc:
+            raise TruncatedBodyError(f"truncated download: {exc}", key=key) from exc
+        raise AssertionError("unreachable: tenacity reraises")
+
+    async def _stream_once(self, key: str, dest_dir: Path) -> Download:
+        """Perform one streaming GET into a temp file, hashing as bytes arrive."""
+        url = self._download_url(key)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=".part-", suffix=".zip")
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        received = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async with self._client.stream("GET", url) as response:
+                    _raise_for_status(response, url)
+                    expected = int(response.headers.get("Content-Length", "-1"))
+                    content_type = response.headers.get("Content-Type", "")
+                    try:
+                        async for block in response.aiter_raw(_CHUNK):
+                            digest.update(block)
+                            out.write(block)
+                            received += len(block)
+                    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                        raise _ShortBodyError(
+                            f"body of {key} cut after {received} of {expected} bytes", url=url
+                        ) from exc
+                    etag = response.headers.get("ETag", "").strip('"')
+                    modified = response.headers.get("Last-Modified", "")
+        except httpx.TransportError as exc:
+            tmp.unlink(missing_ok=True)
+            raise TransientSourceError(f"{type(exc).__name__} downloading {url}", url=url) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if 0 <= expected != received:
+            tmp.unlink(missing_ok=True)
+            raise _ShortBodyError(f"{key}: got {received} of {expected} bytes", url=url)
+        if "html" in content_type.lower():
+            raise NotAZipError(f"{key}: server sent {content_type}, not a zip", key=key, path=tmp)
+        return Download(key, tmp, digest.hexdigest(), received, etag, modified)
+
+
+class _ShortBodyError(TransientSourceError):
+    """The body ended before Content-Length: retried, then reported as truncated."""
+
+
+def _check_zip(result: Download) -> None:
+    """Raise NotAZipError or TruncatedBodyError when the body is not a complete zip."""
+    with result.path.open("rb") as handle:
+        head = handle.read(4)
+    if head != _ZIP_MAGIC:
+        raise NotAZipError(
+            f"{result.key}: body starts with {head!r}, not a zip", key=result.key, path=result.path
+        )
+    if not zipfile.is_zipfile(result.path):
+        raise TruncatedBodyError(
+            f"{result.key}: zip has no central directory (truncated)",
+            key=result.key,
+            path=result.path,
+        )

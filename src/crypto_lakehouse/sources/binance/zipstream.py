@@ -1,0 +1,103 @@
+"""Stream the CSV member of an archive zip as line-aligned chunks, inflated with isal."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from typing import TYPE_CHECKING, BinaryIO
+
+from isal import isal_zlib
+
+from crypto_lakehouse.exceptions import FormatError, TruncatedBodyError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_LOCAL_MAGIC = b"PK\x03\x04"
+_READ_SIZE = 4 << 20
+
+
+def csv_member(archive: zipfile.ZipFile) -> zipfile.ZipInfo:
+    """Return the one CSV member, ignoring `__MACOSX/` and other non-CSV members.
+
+    Raises:
+        FormatError: when there is no CSV member or more than one.
+    """
+    members = [
+        info
+        for info in archive.infolist()
+        if not info.is_dir()
+        and not info.filename.startswith("__MACOSX/")
+        and info.filename.lower().endswith(".csv")
+    ]
+    if len(members) != 1:
+        names = [info.filename for info in archive.infolist()]
+        raise FormatError(f"expected exactly one CSV member in the zip, found {names}")
+    return members[0]
+
+
+def iter_csv_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+    """Yield the CSV member's bytes in chunks of about `chunk_bytes`, each ending at a newline.
+
+    Memory stays near `chunk_bytes` whatever the file size. The CRC-32 of the inflated bytes is
+    checked at the end, so a corrupt member raises instead of yielding silently short data.
+
+    Raises:
+        TruncatedBodyError: the zip is not readable or its member is cut short.
+        FormatError: no single CSV member.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise TruncatedBodyError(f"not a complete zip archive: {exc}") from exc
+    with archive, path.open("rb") as raw:
+        info = csv_member(archive)
+        pending = b""
+        for piece in _inflate(raw, info):
+            pending += piece
+            if len(pending) >= chunk_bytes:
+                cut = pending.rfind(b"\n") + 1
+                if cut > 0:
+                    yield pending[:cut]
+                    pending = pending[cut:]
+        if pending.strip():
+            yield pending if pending.endswith(b"\n") else pending + b"\n"
+
+
+def _inflate(raw: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """Yield the inflated bytes of one member, verifying size and CRC-32."""
+    raw.seek(info.header_offset)
+    header = raw.read(_LOCAL_HEADER.size)
+    if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
+        raise TruncatedBodyError(f"zip member {info.filename} has no local header")
+    fields = _LOCAL_HEADER.unpack(header)
+    raw.seek(fields[9] + fields[10], 1)  # skip file name and extra field
+    if info.compress_type not in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        raise FormatError(f"zip member {info.filename} uses unsupported compression")
+    inflater = isal_zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+    remaining = info.compress_size
+    crc = 0
+    produced = 0
+    while remaining > 0:
+        block = raw.read(min(_READ_SIZE, remaining))
+        if not block:
+            raise TruncatedBodyError(f"zip member {info.filename} ends early")
+        remaining -= len(block)
+        out = inflater.decompress(block) if inflater is not None else block
+        if out:
+            crc = isal_zlib.crc32(out, crc)
+            produced += len(out)
+            yield out
+    if inflater is not None:
+        tail = inflater.flush()
+        if tail:
+            crc = isal_zlib.crc32(tail, crc)
+            produced += len(tail)
+            yield tail
+    if produced != info.file_size or (crc & 0xFFFFFFFF) != info.CRC:
+        raise TruncatedBodyError(
+            f"zip member {info.filename} inflated to {produced} bytes with a bad CRC "
+            f"(expected {info.file_size} bytes)"
+        )

@@ -1,0 +1,133 @@
+"""Lake root: where layers live, on local disk or S3, and atomic object writes there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from crypto_lakehouse.exceptions import ConfigurationError, StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+def _s3_options(env: Mapping[str, str]) -> dict[str, str]:
+    """Collect delta-rs S3 options from the standard AWS_* variables."""
+    options = {
+        key: env[key]
+        for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+        if env.get(key)
+    }
+    options.setdefault("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1"))
+    if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    # Safe concurrent commits without a lock table: put-if-absent via ETags (delta-rs ≥ 0.22).
+    options["conditional_put"] = "etag"
+    return options
+
+
+@dataclass(frozen=True, slots=True)
+class Lake:
+    """A lake root: `uri` is an absolute local path or `s3://bucket/prefix`."""
+
+    uri: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def at(cls, root: str, env: Mapping[str, str] | None = None) -> Lake:
+        """Return the lake at a path or S3 URI, taking S3 credentials from the environment."""
+        env = os.environ if env is None else env
+        if root.startswith("s3://"):
+            parsed = urlparse(root)
+            if not parsed.netloc:
+                raise ConfigurationError(f"S3 lake root needs a bucket: {root!r}")
+            return cls(root.rstrip("/"), _s3_options(env))
+        if "://" in root:
+            raise ConfigurationError(f"lake root must be a path or s3://bucket/prefix: {root!r}")
+        return cls(str(Path(root).expanduser().resolve()))
+
+    @property
+    def is_s3(self) -> bool:
+        """Tell whether the lake lives on S3."""
+        return self.uri.startswith("s3://")
+
+    def uri_of(self, relative: str) -> str:
+        """Return the URI of a path inside the lake, e.g. `s3://b/p/silver/spot_klines`."""
+        return f"{self.uri}/{relative.lstrip('/')}"
+
+    def table_uri(self, layer: str, table: str) -> str:
+        """Return the Delta table URI of `layer.table`, e.g. `<root>/silver/spot_klines`."""
+        return self.uri_of(f"{layer}/{table}")
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """Return a pyarrow filesystem and the root path inside it."""
+        if not self.is_s3:
+            return pafs.LocalFileSystem(), self.uri
+        parsed = urlparse(self.uri)
+        opts = self.storage_options
+        endpoint = urlparse(opts["AWS_ENDPOINT_URL"]) if opts.get("AWS_ENDPOINT_URL") else None
+        fs = pafs.S3FileSystem(
+            access_key=opts.get("AWS_ACCESS_KEY_ID"),
+            secret_key=opts.get("AWS_SECRET_ACCESS_KEY"),
+            region=opts.get("AWS_REGION", "us-east-1"),
+            endpoint_override=endpoint.netloc if endpoint else None,
+            scheme=endpoint.scheme if endpoint else "https",
+        )
+        return fs, f"{parsed.netloc}{parsed.path}"
+
+    def put_file(self, local: Path, relative: str) -> None:
+        """Store a local file at `relative` atomically: readers see all of it or nothing.
+
+        Local disk: copy to a temp name in the target folder, then rename. S3: a single PUT
+        is atomic by itself.
+        """
+        if not self.is_s3:
+            target = Path(self.uri) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return
+        fs, base = self.filesystem()
+        try:
+            with local.open("rb") as source, fs.open_output_stream(f"{base}/{relative}") as sink:
+                shutil.copyfileobj(source, sink, 8 << 20)
+        except OSError as exc:
+            raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
+
+    def get_file(self, relative: str, local: Path) -> Path:
+        """Copy an object of the lake to a local path and return it (no copy on local disk)."""
+        if not self.is_s3:
+            return Path(self.uri) / relative
+        fs, base = self.filesystem()
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(f"{base}/{relative}") as source, local.open("wb") as sink:
+            shutil.copyfileobj(source, sink, 8 << 20)  # type: ignore[misc]
+        return local
+
+    def exists(self, relative: str) -> bool:
+        """Tell whether an object exists."""
+        if not self.is_s3:
+            return (Path(self.uri) / relative).exists()
+        fs, base = self.filesystem()
+        return bool(fs.get_file_info(f"{base}/{relative}").type != pafs.FileType.NotFound)
+
+    def list_dirs(self, relative: str) -> list[str]:
+        """Return the names of the sub-folders of a folder (empty when it does not exist)."""
+        fs, base = self.filesystem()
+        path = f"{base}/{relative}".rstrip("/")
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        except OSError:
+            return []
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
