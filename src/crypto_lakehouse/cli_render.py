@@ -119,7 +119,7 @@ def _text(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.10g}"
     if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 and not _looks_like_id(value) else str(value)
+        return f"{value:,}" if abs(value) >= 1_000 and not _looks_like_id(value) else str(value)
     return str(value)
 
 

@@ -38,12 +38,12 @@ def file_predicate(parsed: ParsedFile) -> str:
     """Return the predicate a file's rows replace: its key, or its symbol's covered span."""
     task = parsed.task
     dataset = get_dataset(task.market, task.data_type)
-    clauses = [f"_bronze_key = {tables.sql_literal(task.key)}"]
+    clauses = [f'"_bronze_key" = {tables.sql_literal(task.key)}']
     if parsed.min_time is not None and parsed.max_time is not None:
-        span = [f"symbol = {tables.sql_literal(task.symbol)}"]
+        span = [f'"symbol" = {tables.sql_literal(task.symbol)}']
         if dataset.has_interval:
-            span.append(f"interval = {tables.sql_literal(task.interval or '')}")
-        column = dataset.time_column
+            span.append(f'"interval" = {tables.sql_literal(task.interval or "")}')
+        column = f'"{dataset.time_column}"'
         span.append(f"{column} >= {_ts(parsed.min_time)} AND {column} <= {_ts(parsed.max_time)}")
         clauses.append("(" + " AND ".join(span) + ")")
     return "(" + " OR ".join(clauses) + ")"

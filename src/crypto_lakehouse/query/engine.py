@@ -87,6 +87,6 @@ class QueryEngine:
             for layer, table in {(m[0].lower(), m[1]) for m in _REFERENCE.findall(query)}:
                 self._refresh(layer, table)
             try:
-                return pl.from_arrow(self._con.sql(query).fetch_arrow_table())  # type: ignore[return-value]
+                return pl.from_arrow(self._con.sql(query).to_arrow_table())  # type: ignore[return-value]
             except duckdb.Error as exc:
                 raise ConfigurationError(f"query failed: {exc}") from exc

@@ -1,0 +1,5 @@
+"""Allow `python -m crypto_lakehouse ...`."""
+
+from crypto_lakehouse.cli import main
+
+main()

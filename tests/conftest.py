@@ -1,0 +1,140 @@
+"""Shared fixtures: the archive stand-in, a moto S3 server, and lake roots on disk and S3."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from crypto_lakehouse.config import Settings
+from tests.servers.archive_files import copy_fixture_tree
+from tests.servers.archive_server import ArchiveServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add --run-integration for tests that reach the real internet."""
+    parser.addoption("--run-integration", action="store_true", default=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip integration tests unless asked for."""
+    if config.getoption("--run-integration"):
+        return
+    skip = pytest.mark.skip(reason="needs --run-integration (reaches the internet)")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+def _free_port() -> int:
+    """Return a free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """Start a moto S3 server over real HTTP for the whole session."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("moto server did not start")
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_root(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Return a fresh `s3://bucket/prefix` lake root on the moto server."""
+    import boto3
+
+    for key, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/lake"
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Return a lake root on local disk, then on S3 (moto): every test runs on both."""
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    return str(request.getfixturevalue("s3_root"))
+
+
+@pytest.fixture
+def archive_root(tmp_path: Path) -> Path:
+    """Return a private copy of the real fixture archive tree, free to modify."""
+    return copy_fixture_tree(tmp_path / "archive")
+
+
+@pytest.fixture
+def archive(archive_root: Path) -> Iterator[ArchiveServer]:
+    """Serve the private archive tree over HTTP."""
+    with ArchiveServer(archive_root) as server:
+        yield server
+
+
+@pytest.fixture
+def settings_for(archive: ArchiveServer) -> object:
+    """Return a factory of Settings pointing at the stand-in and a given lake root."""
+
+    def make(root: str, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "root": root,
+            "binance_archive_url": archive.archive_url,
+            "binance_listing_url": archive.listing_url,
+            "retry_backoff_seconds": 0.01,
+            "retry_max_wait_seconds": 2.0,
+            "http_retries": 3,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+def env_for(archive: ArchiveServer, root: str) -> dict[str, str]:
+    """Return a subprocess environment pointing the CLI at the stand-in and a lake root."""
+    env = dict(os.environ)
+    env.update(
+        LAKEHOUSE_BINANCE_ARCHIVE_URL=archive.archive_url,
+        LAKEHOUSE_BINANCE_LISTING_URL=archive.listing_url,
+        LAKEHOUSE_ROOT=root,
+        LAKEHOUSE_RETRY_BACKOFF_SECONDS="0.01",
+    )
+    return env
