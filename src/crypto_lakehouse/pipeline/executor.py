@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Literal
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from crypto_lakehouse.exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 ExecutorKind = Literal["threads", "processes", "dask"]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def worker_count(requested: int) -> int:
@@ -46,12 +51,38 @@ def _dask_executor(workers: int, address: str | None) -> tuple[Executor, object]
 
     if address:
         client = Client(address)
-        return client.get_executor(), client
+        return DaskExecutor(client.get_executor(pure=False)), client
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
     )
     client = Client(cluster)
-    return client.get_executor(), _Closer(client, cluster)
+    return DaskExecutor(client.get_executor(pure=False)), _Closer(client, cluster)
+
+
+class DaskExecutor(Executor):
+    """Adapt distributed's `ClientExecutor` to the full `concurrent.futures.Executor` API.
+
+    `ClientExecutor.shutdown` takes no `cancel_futures` argument (Python 3.9+ API), so calling
+    `executor.shutdown(wait=True, cancel_futures=True)` on it raises TypeError; tasks are
+    submitted with `pure=False` so a re-submitted task is run again, not served from the cache.
+    """
+
+    def __init__(self, inner: Executor) -> None:
+        self._inner = inner
+
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_T]:
+        """Run `fn(*args, **kwargs)` on a Dask worker."""
+        return self._inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Cancel outstanding tasks when asked, else wait for them (when `wait`)."""
+        self._inner.shutdown(wait=wait and not cancel_futures)
+
+    def map(self, fn: Callable[..., _T], *iterables: Any, **kwargs: Any) -> Any:
+        """Map `fn` over iterables on Dask workers."""
+        return self._inner.map(fn, *iterables, **kwargs)
 
 
 class _Closer:

@@ -285,7 +285,7 @@ async def _parse(
         market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
         symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
         revision=entry.revision, zip_path=str(local),
-        staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".parquet")),
+        staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".arrow")),
         chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started,
     )  # fmt: skip
     loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""Parse one verified archive zip into a staged Parquet file of silver rows (runs in workers).
+"""Parse one verified archive zip into a staged Arrow IPC file of silver rows (runs in workers).
 
 Streaming: the CSV is inflated and parsed in chunks of `chunk_bytes`, and each chunk is written
 to the staged file at once, so memory follows the chunk size, not the file size. Nothing here
@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from crypto_lakehouse.datasets import TIMESTAMP, Dataset, get_dataset
 from crypto_lakehouse.exceptions import FormatError
@@ -67,26 +67,47 @@ def period_bounds(period: str, stamp: str) -> tuple[datetime, datetime]:
 
 
 def _finish(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFrame:
-    """Add symbol, interval, derived time, month and lineage columns in silver order."""
+    """Add symbol, interval, derived time, month and lineage columns in silver order.
+
+    Constant lineage text is dictionary-encoded (one value, n indices): materialising the
+    archive key on millions of rows cost more than parsing them. Delta stores it as text.
+    Partition columns stay plain strings: delta-rs cannot partition on dictionaries.
+    """
+    constant = pl.Categorical()
     extra: list[pl.Expr] = [pl.lit(task.symbol).alias("symbol")]
     if dataset.has_interval:
         extra.append(pl.lit(task.interval).alias("interval"))
-    frame = frame.with_columns(extra)
     if dataset.derived_time_from_date_hour:
-        frame = frame.with_columns(
+        extra.append(
             (pl.col("date").cast(TIMESTAMP) + pl.duration(hours=pl.col("hour"))).alias("time")
         )
-    if dataset.tick:
-        frame = frame.with_columns(pl.col(dataset.time_column).dt.strftime("%Y-%m").alias("month"))
-    frame = frame.with_columns(
-        pl.lit("archive").alias("_source"),
-        pl.lit(task.key).alias("_bronze_key"),
+    frame = frame.with_columns(extra)
+    lineage = [
+        pl.lit("archive", dtype=constant).alias("_source"),
+        pl.lit(task.key, dtype=constant).alias("_bronze_key"),
         pl.lit(task.revision, dtype=pl.Int64).alias("_revision"),
         pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
         pl.lit(False).alias("_provisional"),
+    ]
+    if dataset.tick:
+        lineage.append(_month_expr(dataset.time_column, task).alias("month"))
+    frame = frame.with_columns(lineage)
+    return frame.select(list(dataset.silver_schema()))
+
+
+def _month_expr(column: str, task: ParseTask) -> pl.Expr:
+    """Return the `YYYY-MM` partition of each row without formatting millions of dates.
+
+    A file's rows lie in its period plus at most the next period's first instant, so each
+    row's month is the period's month, or the following month for rows past its boundary.
+    """
+    start, _ = period_bounds(task.period, task.stamp)
+    boundary = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return (
+        pl.when(pl.col(column) >= boundary)
+        .then(pl.lit(boundary.strftime("%Y-%m")))
+        .otherwise(pl.lit(start.strftime("%Y-%m")))
     )
-    schema = dataset.silver_schema()
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
 
 def _check_period(frame: pl.DataFrame, dataset: Dataset, task: ParseTask, first_line: int) -> None:
@@ -116,13 +137,14 @@ def parse_to_stage(task: ParseTask) -> ParsedFile:
     dataset = get_dataset(task.market, task.data_type)
     staged = Path(task.staged_path)
     staged.parent.mkdir(parents=True, exist_ok=True)
-    writer: pq.ParquetWriter | None = None
+    writer: pa.ipc.RecordBatchFileWriter | None = None
     header: str | None = None
     unit: TimeUnit | None = None
     line = 1
     rows = duplicates = csv_bytes = 0
     low: datetime | None = None
     high: datetime | None = None
+    last_key: object = None
     try:
         for index, raw in enumerate(iter_csv_chunks(Path(task.zip_path), task.chunk_bytes)):
             csv_bytes += len(raw)
@@ -130,12 +152,12 @@ def parse_to_stage(task: ParseTask) -> ParsedFile:
             if index == 0:
                 header, chunk = split_header(raw)
                 line += 1 if header is not None else 0
-            if not chunk.strip():
+            if not chunk or chunk.isspace():
                 continue
             frame, unit = parse_chunk(chunk, dataset, time_unit=unit, first_line=line)
             _check_period(frame, dataset, task, line)
-            line += chunk.count(b"\n")
-            unique = frame.unique(subset=_data_key(dataset), keep="first", maintain_order=True)
+            line += frame.height
+            unique, last_key = _deduplicate(frame, dataset, last_key)
             duplicates += frame.height - unique.height
             silver = _finish(unique, dataset, task)
             times = silver[dataset.time_column]
@@ -143,7 +165,7 @@ def parse_to_stage(task: ParseTask) -> ParsedFile:
             high = _max(high, times.max())  # type: ignore[arg-type]
             table = silver.to_arrow()
             if writer is None:
-                writer = pq.ParquetWriter(staged, table.schema, compression="lz4")
+                writer = pa.ipc.new_file(str(staged), table.schema)
             writer.write_table(table)
             rows += silver.height
     except BaseException:
@@ -154,6 +176,26 @@ def parse_to_stage(task: ParseTask) -> ParsedFile:
     if writer is not None:
         writer.close()
     return ParsedFile(task, rows, duplicates, low, high, header, unit, csv_bytes)
+
+
+def _deduplicate(
+    frame: pl.DataFrame, dataset: Dataset, last_key: object
+) -> tuple[pl.DataFrame, object]:
+    """Drop repeated primary keys; skip the hashing when a single-column key strictly rises.
+
+    Archive files are almost always ordered by their key (trade ids, open times), so the O(n)
+    order check saves a hash pass over millions of rows. Returns the frame and its last key.
+    """
+    key = _data_key(dataset)
+    if frame.is_empty():
+        return frame, last_key
+    if len(key) == 1:
+        column = frame[key[0]]
+        rising = bool((column.to_physical().diff().drop_nulls() > 0).all())
+        if rising and (last_key is None or column[0] > last_key):
+            return frame, column[-1]
+    unique = frame.unique(subset=key, keep="first", maintain_order=True)
+    return unique, unique[key[0]][-1] if len(key) == 1 else None
 
 
 def _data_key(dataset: Dataset) -> list[str]:

@@ -65,7 +65,7 @@ def commit_files(lake: Lake, files: Sequence[ParsedFile]) -> int:
     def make_data() -> pa.RecordBatchReader:
         if not staged:
             return pa.RecordBatchReader.from_batches(schema, iter(()))
-        scanner = pads.dataset(staged, schema=schema, format="parquet").scanner(batch_size=1 << 17)
+        scanner = pads.dataset(staged, format="ipc").scanner(batch_size=1 << 17)
         return scanner.to_reader()
 
     return tables.replace_where(

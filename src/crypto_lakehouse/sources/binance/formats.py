@@ -26,6 +26,7 @@ _READ_DTYPES: dict[str, pl.DataType] = {
     "int": pl.Int64(),
     "float": pl.Float64(),
     "ts": pl.Int64(),
+    "bool": pl.Boolean(),  # polars accepts True/true/TRUE: spot and futures spellings alike
 }
 _TEXT_FORMATS = {"ts_text": "%Y-%m-%d %H:%M:%S", "date_text": "%Y-%m-%d"}
 
@@ -128,17 +129,8 @@ def _convert_expr(col: Column, unit: TimeUnit | None) -> pl.Expr:
     """Return the expression converting one read column to its silver dtype."""
     source = pl.col(col.name)
     if col.kind == "ts":
-        return pl.from_epoch(source, time_unit=unit or "ms").cast(TIMESTAMP).alias(col.name)
-    if col.kind == "bool":
-        lowered = source.str.to_lowercase()
-        return (
-            pl.when(lowered == "true")
-            .then(True)
-            .when(lowered == "false")
-            .then(False)
-            .otherwise(source.cast(pl.Boolean, strict=True))
-            .alias(col.name)
-        )
+        micros = source * 1000 if unit != "us" else source
+        return micros.cast(TIMESTAMP).alias(col.name)
     if col.kind == "ts_text":
         return source.str.to_datetime(
             _TEXT_FORMATS["ts_text"], time_unit="us", time_zone="UTC", strict=True
@@ -149,11 +141,9 @@ def _convert_expr(col: Column, unit: TimeUnit | None) -> pl.Expr:
 
 
 def _first_bad_converted(raw: pl.DataFrame, dataset: Dataset) -> tuple[int, str, str] | None:
-    """Find the first cell that a strict conversion rejects (booleans and text datetimes)."""
+    """Find the first cell that a strict conversion rejects (text datetimes)."""
     for col in dataset.csv_columns:
-        if col.kind == "bool":
-            bad = ~raw[col.name].str.to_lowercase().is_in(["true", "false"])
-        elif col.kind in _TEXT_FORMATS:
+        if col.kind in _TEXT_FORMATS:
             parsed = raw[col.name].str.strptime(pl.Datetime, _TEXT_FORMATS[col.kind], strict=False)
             bad = parsed.is_null() & raw[col.name].is_not_null()
         else:
@@ -219,6 +209,8 @@ def _fits(kind: str, value: str) -> bool:
     """Tell whether one text cell parses as the column kind (used only to locate errors)."""
     if kind in ("int", "ts"):
         return value.lstrip("-").isdigit()
+    if kind == "bool":
+        return value.lower() in ("true", "false")
     if kind == "float":
         if value == "":
             return True

@@ -54,16 +54,23 @@ def iter_csv_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
         raise TruncatedBodyError(f"not a complete zip archive: {exc}") from exc
     with archive, path.open("rb") as raw:
         info = csv_member(archive)
-        pending = b""
+        pieces: list[bytes] = []
+        size = 0
         for piece in _inflate(raw, info):
-            pending += piece
-            if len(pending) >= chunk_bytes:
-                cut = pending.rfind(b"\n") + 1
-                if cut > 0:
-                    yield pending[:cut]
-                    pending = pending[cut:]
-        if pending.strip():
-            yield pending if pending.endswith(b"\n") else pending + b"\n"
+            pieces.append(piece)
+            size += len(piece)
+            if size < chunk_bytes:
+                continue
+            cut = piece.rfind(b"\n")
+            if cut < 0:
+                continue
+            pieces[-1] = piece[: cut + 1]
+            yield b"".join(pieces)
+            rest = piece[cut + 1 :]
+            pieces, size = ([rest], len(rest)) if rest else ([], 0)
+        tail = b"".join(pieces)
+        if tail and not tail.isspace():
+            yield tail if tail.endswith(b"\n") else tail + b"\n"
 
 
 def _inflate(raw: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
