@@ -1,0 +1,59 @@
+"""Trust in the data: checks, reconciliation, scores and the quality report.
+
+Pure functions over polars frames in the silver schema; storage and the CLI call them.
+"""
+
+from __future__ import annotations
+
+from crypto_lakehouse.quality.checks import (
+    AnomalyConfig,
+    CheckResults,
+    ListingRange,
+    UpstreamFacts,
+    check_coverage,
+    check_invariants,
+    detect_anomalies,
+    find_sequence_holes,
+    fingerprint,
+    id_completeness,
+    is_new_fingerprint,
+    last_ids,
+    run_checks,
+)
+from crypto_lakehouse.quality.reconcile import (
+    Tolerance,
+    compare_archive_rest,
+    compare_daily_monthly,
+    compare_frames,
+    klines_from_agg_trades,
+    reconcile_klines_with_agg_trades,
+)
+from crypto_lakehouse.quality.report import render_report, write_report
+from crypto_lakehouse.quality.score import ScoreResult, ScoreWeights, score_checks
+
+__all__ = [
+    "AnomalyConfig",
+    "CheckResults",
+    "ListingRange",
+    "ScoreResult",
+    "ScoreWeights",
+    "Tolerance",
+    "UpstreamFacts",
+    "check_coverage",
+    "check_invariants",
+    "compare_archive_rest",
+    "compare_daily_monthly",
+    "compare_frames",
+    "detect_anomalies",
+    "find_sequence_holes",
+    "fingerprint",
+    "id_completeness",
+    "is_new_fingerprint",
+    "klines_from_agg_trades",
+    "last_ids",
+    "reconcile_klines_with_agg_trades",
+    "render_report",
+    "run_checks",
+    "score_checks",
+    "write_report",
+]
