@@ -1,0 +1,59 @@
+"""Helpers shared by the REST, limiter, breaker and stream tests (not fixtures, to stay local)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from crypto_lakehouse.config import Settings
+from crypto_lakehouse.sources.binance.rest import BinanceRestClient
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import pytest
+
+    from tests.servers.rest_server import RestServer
+
+
+def utc(text: str) -> datetime:
+    """Return an aware UTC datetime from ISO text, e.g. utc("2024-01-01T05:00")."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def rest_settings(server: RestServer, **overrides: Any) -> Settings:
+    """Return Settings pointing every REST market at the stand-in, with fast retries."""
+    values: dict[str, Any] = {
+        **server.settings_overrides(),
+        "retry_backoff_seconds": 0.01,
+        "retry_max_wait_seconds": 0.05,
+        "http_retries": 2,
+        "http_timeout_seconds": 10.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def rest_client(settings: Settings, **kwargs: Any) -> AsyncIterator[BinanceRestClient]:
+    """Yield a client on a private AsyncClient that ignores proxy environment variables."""
+    async with httpx.AsyncClient(trust_env=False, timeout=10.0) as http:
+        yield BinanceRestClient(settings, http=http, **kwargs)
+
+
+def block_non_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any socket connect to a non-loopback address fail the test."""
+    original = socket.socket.connect
+
+    def guarded(sock: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not ipaddress.ip_address(host).is_loopback:
+            raise AssertionError(f"test tried to reach {address}, beyond loopback")
+        return original(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
