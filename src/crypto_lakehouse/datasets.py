@@ -92,15 +92,19 @@ class Dataset:
 
     @property
     def partition_by(self) -> tuple[str, ...]:
-        """Return partition columns: symbol (and interval) for bars, symbol and month for ticks."""
+        """Return partition columns: symbol (and interval) for bars, symbol and day for ticks.
+
+        A tick day is tens of MB for liquid symbols, and one archive file covers whole day
+        partitions, so a file's rows replace whole partitions (see pipeline/direct.py).
+        """
         if self.has_interval:
             return ("symbol", "interval")
         if self.tick:
-            return ("symbol", "month")
+            return ("symbol", "date")
         return ("symbol",)
 
     def silver_schema(self) -> dict[str, pl.DataType]:
-        """Return the silver table schema: symbol, [interval], data columns, [month], lineage."""
+        """Return the silver table schema: symbol, [interval], data columns, [date], lineage."""
         schema: dict[str, pl.DataType] = {"symbol": pl.String()}
         if self.has_interval:
             schema["interval"] = pl.String()
@@ -110,7 +114,7 @@ class Dataset:
         if self.derived_time_from_date_hour:
             schema["time"] = TIMESTAMP
         if self.tick:
-            schema["month"] = pl.String()
+            schema["date"] = pl.Date()
         schema.update(LINEAGE_SCHEMA)
         return schema
 

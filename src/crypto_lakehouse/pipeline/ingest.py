@@ -28,6 +28,7 @@ from crypto_lakehouse.exceptions import (
     TransientSourceError,
 )
 from crypto_lakehouse.pipeline import silver
+from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files, write_tick_files
 from crypto_lakehouse.pipeline.executor import ExecutorKind, close_owner, make_executor
 from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
@@ -81,8 +82,8 @@ class _Run:
     started: datetime
     result: IngestResult
     pending_events: list[ManifestEntry] = field(default_factory=list)
-    parsed: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None]] = field(
-        default_factory=list
+    parsed: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]] = (
+        field(default_factory=list)
     )
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -290,7 +291,15 @@ async def _parse(
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     try:
-        parsed = await loop.run_in_executor(run.executor, parse_to_stage, task)
+        if run.dataset.tick:
+            uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
+            written = await loop.run_in_executor(
+                run.executor, write_tick_files, task, uri, run.lake.storage_options
+            )
+            parsed, files = written.parsed, written
+        else:
+            parsed = await loop.run_in_executor(run.executor, parse_to_stage, task)
+            files = None
     except (FormatError, IntegrityError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         run.pending_events.append(entry.with_status("quarantined", reason=reason))
@@ -301,11 +310,30 @@ async def _parse(
         run.progress.file_done(plan.key, "quarantined")
         log.warning("file_quarantined", key=plan.key, reason=reason)
         return
-    superseded = None
-    if previous is not None and previous.sha256 and previous.revision < entry.revision:
-        superseded = previous.with_status("superseded", reason=f"replaced by rev {entry.revision}")
-    run.parsed.append((parsed, entry, superseded))
+    run.parsed.append((parsed, entry, _superseded(previous, entry), files))
     await _commit_pending(run, force=False)
+
+
+def _superseded(previous: ManifestEntry | None, entry: ManifestEntry) -> ManifestEntry | None:
+    """Return the event retiring the previous revision when a new one was loaded."""
+    if previous is not None and previous.sha256 and previous.revision < entry.revision:
+        return previous.with_status("superseded", reason=f"replaced by rev {entry.revision}")
+    return None
+
+
+def _record_loaded(run: _Run, parsed: ParsedFile, entry: ManifestEntry, version: int) -> None:
+    """Queue the manifest event and the outcome of a file whose rows reached silver."""
+    run.pending_events.append(
+        entry.with_status(
+            "loaded", rows=parsed.rows, silver_version=version,
+            header=parsed.header or "", time_unit=parsed.time_unit or "",
+        )
+    )  # fmt: skip
+    run.result.files.append(
+        FileOutcome(parsed.task.key, "loaded", rows=parsed.rows, bytes=entry.size,
+                    revision=entry.revision, downloaded=True)
+    )  # fmt: skip
+    run.progress.file_done(parsed.task.key, "loaded")
 
 
 async def _commit_pending(run: _Run, *, force: bool) -> None:
@@ -315,28 +343,28 @@ async def _commit_pending(run: _Run, *, force: bool) -> None:
             return
         if run.parsed and (force or len(run.parsed) >= run.settings.commit_batch_files):
             batch, run.parsed = run.parsed, []
-            files = [parsed for parsed, _, _ in batch]
-            version = await asyncio.to_thread(silver.commit_files, run.lake, files)
-            for parsed, entry, superseded in batch:
+            version = await asyncio.to_thread(_commit_batch, run, batch)
+            for parsed, entry, superseded, _ in batch:
                 if superseded is not None:
                     run.pending_events.append(superseded)
-                run.pending_events.append(
-                    entry.with_status(
-                        "loaded", rows=parsed.rows, silver_version=version,
-                        header=parsed.header or "", time_unit=parsed.time_unit or "",
-                    )
-                )  # fmt: skip
-                run.result.files.append(
-                    FileOutcome(parsed.task.key, "loaded", rows=parsed.rows, bytes=entry.size,
-                                revision=entry.revision, downloaded=True)
-                )  # fmt: skip
-                run.progress.file_done(parsed.task.key, "loaded")
+                _record_loaded(run, parsed, entry, version)
                 Path(parsed.task.staged_path).unlink(missing_ok=True)
             log.info("silver_committed", table=run.dataset.table, files=len(batch),
                      version=version)  # fmt: skip
         if run.pending_events and (force or not run.parsed):
             events, run.pending_events = run.pending_events, []
             await asyncio.to_thread(run.manifest.record, events)
+
+
+def _commit_batch(
+    run: _Run,
+    batch: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]],
+) -> int:
+    """Commit a batch: add worker-written tick files, or replace rows from staged files."""
+    writes = [write for _, _, _, write in batch if write is not None]
+    if writes:
+        return commit_tick_files(run.lake, run.dataset, writes)
+    return silver.commit_files(run.lake, [parsed for parsed, _, _, _ in batch])
 
 
 async def _quarantine_download(run: _Run, plan: PlannedFile, exc: IntegrityError) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
@@ -17,7 +18,10 @@ import pyarrow as pa
 from crypto_lakehouse.datasets import TIMESTAMP, Dataset, get_dataset
 from crypto_lakehouse.exceptions import FormatError
 from crypto_lakehouse.sources.binance.formats import TimeUnit, parse_chunk, split_header
-from crypto_lakehouse.sources.binance.zipstream import iter_csv_chunks
+from crypto_lakehouse.sources.binance.zipstream import iter_csv_chunks, prefetch
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,7 @@ def period_bounds(period: str, stamp: str) -> tuple[datetime, datetime]:
 
 
 def _finish(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFrame:
-    """Add symbol, interval, derived time, month and lineage columns in silver order.
+    """Add symbol, interval, derived time, day partition and lineage columns in silver order.
 
     Constant lineage text is dictionary-encoded (one value, n indices): materialising the
     archive key on millions of rows cost more than parsing them. Delta stores it as text.
@@ -90,31 +94,22 @@ def _finish(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFr
         pl.lit(False).alias("_provisional"),
     ]
     if dataset.tick:
-        lineage.append(_month_expr(dataset.time_column, task).alias("month"))
+        lineage.append(pl.col(dataset.time_column).dt.date().alias("date"))
     frame = frame.with_columns(lineage)
     return frame.select(list(dataset.silver_schema()))
 
 
-def _month_expr(column: str, task: ParseTask) -> pl.Expr:
-    """Return the `YYYY-MM` partition of each row without formatting millions of dates.
+def _check_period(
+    frame: pl.DataFrame, dataset: Dataset, task: ParseTask, first_line: int, *, strict: bool
+) -> None:
+    """Reject rows whose time lies outside the file's period: a wrong or mixed-up file.
 
-    A file's rows lie in its period plus at most the next period's first instant, so each
-    row's month is the period's month, or the following month for rows past its boundary.
+    `strict` excludes the next period's first instant, which only end-labelled files use.
     """
-    start, _ = period_bounds(task.period, task.stamp)
-    boundary = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return (
-        pl.when(pl.col(column) >= boundary)
-        .then(pl.lit(boundary.strftime("%Y-%m")))
-        .otherwise(pl.lit(start.strftime("%Y-%m")))
-    )
-
-
-def _check_period(frame: pl.DataFrame, dataset: Dataset, task: ParseTask, first_line: int) -> None:
-    """Reject rows whose time lies outside the file's period: a wrong or mixed-up file."""
     start, end = period_bounds(task.period, task.stamp)
     times = frame[dataset.time_column]
-    outside = ((times < start) | (times > end)).arg_true()
+    late = (times >= end) if strict else (times > end)
+    outside = ((times < start) | late).arg_true()
     if outside.len():
         row = int(outside[0])
         raise FormatError(
@@ -126,48 +121,87 @@ def _check_period(frame: pl.DataFrame, dataset: Dataset, task: ParseTask, first_
         )
 
 
+class FileParser:
+    """Turn one zip into silver frames chunk by chunk, collecting what the file revealed.
+
+    Iterate `frames()` once; `result()` then describes the file. Memory follows
+    `task.chunk_bytes`, not the file size.
+    """
+
+    def __init__(self, task: ParseTask, *, strict_period: bool = False) -> None:
+        self.task = task
+        self.dataset = get_dataset(task.market, task.data_type)
+        self._strict = strict_period
+        self._header: str | None = None
+        self._unit: TimeUnit | None = None
+        self._rows = self._duplicates = self._csv_bytes = 0
+        self._low: datetime | None = None
+        self._high: datetime | None = None
+
+    def frames(self) -> Iterator[pl.DataFrame]:
+        """Yield validated, de-duplicated silver frames in file order.
+
+        Raises:
+            FormatError: a bad cell, a short line, an epoch unit switch or an out-of-period row.
+            TruncatedBodyError: the zip's member is corrupt.
+        """
+        line = 1
+        last_key: object = None
+        chunks = prefetch(iter_csv_chunks(Path(self.task.zip_path), self.task.chunk_bytes))
+        for index, raw in enumerate(chunks):
+            self._csv_bytes += len(raw)
+            chunk = raw
+            if index == 0:
+                self._header, chunk = split_header(raw)
+                line += 1 if self._header is not None else 0
+            if not chunk or chunk.isspace():
+                continue
+            frame, self._unit = parse_chunk(
+                chunk, self.dataset, time_unit=self._unit, first_line=line
+            )
+            _check_period(frame, self.dataset, self.task, line, strict=self._strict)
+            line += frame.height
+            unique, last_key = _deduplicate(frame, self.dataset, last_key)
+            self._duplicates += frame.height - unique.height
+            silver = _finish(unique, self.dataset, self.task)
+            times = silver[self.dataset.time_column]
+            self._low = _min(self._low, times.min())  # type: ignore[arg-type]
+            self._high = _max(self._high, times.max())  # type: ignore[arg-type]
+            self._rows += silver.height
+            yield silver
+
+    def result(self) -> ParsedFile:
+        """Return what the file revealed once `frames()` is exhausted."""
+        return ParsedFile(
+            self.task,
+            self._rows,
+            self._duplicates,
+            self._low,
+            self._high,
+            self._header,
+            self._unit,
+            self._csv_bytes,
+        )
+
+
 def parse_to_stage(task: ParseTask) -> ParsedFile:
-    """Parse one zip into `task.staged_path` (Parquet) and return what was learned.
+    """Parse one zip into `task.staged_path` (Arrow IPC) and return what was learned.
 
     Raises:
         FormatError: a bad cell, a short line, an epoch unit switch or an out-of-period row;
             the staged file is removed so nothing half-written survives.
         TruncatedBodyError: the zip's member is corrupt.
     """
-    dataset = get_dataset(task.market, task.data_type)
     staged = Path(task.staged_path)
     staged.parent.mkdir(parents=True, exist_ok=True)
+    parser = FileParser(task)
     writer: pa.ipc.RecordBatchFileWriter | None = None
-    header: str | None = None
-    unit: TimeUnit | None = None
-    line = 1
-    rows = duplicates = csv_bytes = 0
-    low: datetime | None = None
-    high: datetime | None = None
-    last_key: object = None
     try:
-        for index, raw in enumerate(iter_csv_chunks(Path(task.zip_path), task.chunk_bytes)):
-            csv_bytes += len(raw)
-            chunk = raw
-            if index == 0:
-                header, chunk = split_header(raw)
-                line += 1 if header is not None else 0
-            if not chunk or chunk.isspace():
-                continue
-            frame, unit = parse_chunk(chunk, dataset, time_unit=unit, first_line=line)
-            _check_period(frame, dataset, task, line)
-            line += frame.height
-            unique, last_key = _deduplicate(frame, dataset, last_key)
-            duplicates += frame.height - unique.height
-            silver = _finish(unique, dataset, task)
-            times = silver[dataset.time_column]
-            low = _min(low, times.min())  # type: ignore[arg-type]
-            high = _max(high, times.max())  # type: ignore[arg-type]
+        for silver in parser.frames():
             table = silver.to_arrow()
             if writer is None:
                 writer = pa.ipc.new_file(str(staged), table.schema)
             writer.write_table(table)
-            rows += silver.height
     except BaseException:
         if writer is not None:
             writer.close()
@@ -175,7 +209,7 @@ def parse_to_stage(task: ParseTask) -> ParsedFile:
         raise
     if writer is not None:
         writer.close()
-    return ParsedFile(task, rows, duplicates, low, high, header, unit, csv_bytes)
+    return parser.result()
 
 
 def _deduplicate(

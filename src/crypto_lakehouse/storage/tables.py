@@ -159,3 +159,22 @@ def sql_literal(value: object) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return str(value)
+
+
+def ensure_table(
+    lake: Lake, layer: str, table: str, schema: pa.Schema, partition_by: list[str]
+) -> None:
+    """Create an empty table with a schema when none exists (so replace writes always apply)."""
+    if table_exists(lake, layer, table):
+        return
+    try:
+        DeltaTable.create(
+            lake.table_uri(layer, table),
+            schema=schema,
+            partition_by=partition_by,
+            mode="ignore",
+            storage_options=lake.storage_options,
+        )
+    except CommitFailedError:
+        if not table_exists(lake, layer, table):
+            raise

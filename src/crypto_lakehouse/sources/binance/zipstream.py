@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import struct
+import threading
 import zipfile
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -108,3 +110,42 @@ def _inflate(raw: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
             f"zip member {info.filename} inflated to {produced} bytes with a bad CRC "
             f"(expected {info.file_size} bytes)"
         )
+
+
+def prefetch(chunks: Iterator[bytes], depth: int = 1) -> Iterator[bytes]:
+    """Run a chunk iterator one step ahead in a thread, so inflating overlaps parsing.
+
+    isal releases the GIL while inflating, as polars does while parsing; memory grows by
+    `depth` chunks. Errors surface at the point of iteration where they happened.
+    """
+    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        slots.put(("chunk", chunk), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # re-raised in the consumer
+            slots.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="inflate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()

@@ -1,0 +1,88 @@
+"""Tick tables: worker-written Parquet files replace whole day partitions atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import zipfile
+from datetime import date
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from crypto_lakehouse.pipeline.direct import split_days
+from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.query.engine import QueryEngine
+from crypto_lakehouse.storage.lake import Lake
+from tests.servers.archive_files import publish
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from crypto_lakehouse.config import Settings
+
+KEY = "data/futures/cm/daily/aggTrades/BTCUSD_PERP/BTCUSD_PERP-aggTrades-2026-05-08.zip"
+REQUEST = IngestRequest("cm", "aggTrades", ("BTCUSD_PERP",), start=date(2026, 5, 8),
+                        end=date(2026, 5, 8))  # fmt: skip
+
+
+def _csv(archive_root: Path) -> list[str]:
+    """Return the real fixture's CSV lines (header first)."""
+    with zipfile.ZipFile(archive_root / KEY) as archive:
+        return archive.read(archive.namelist()[0]).decode().splitlines()
+
+
+def _counts(root: str) -> tuple[int, int, int]:
+    """Return rows, distinct ids and active data files of the tick table."""
+    engine = QueryEngine(Lake.at(root))
+    row = engine.sql(
+        "SELECT count(*), count(DISTINCT agg_trade_id), count(DISTINCT _revision) "
+        "FROM silver.cm_agg_trades"
+    ).row(0)
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def test_republished_tick_file_replaces_its_day(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
+) -> None:
+    """A re-published aggTrades day (rows dropped) replaces the day: no duplicates, no leftovers."""
+    root = str(tmp_path / "lake")
+    settings = settings_for(root)
+    assert asyncio.run(ingest(REQUEST, settings)).rows_loaded == 105_280
+    lines = _csv(archive_root)
+    publish(archive_root, KEY, "\n".join(lines[:-1000]) + "\n")
+    again = asyncio.run(ingest(REQUEST, settings))
+    assert [f.revision for f in again.loaded] == [2]
+    assert _counts(root) == (104_280, 104_280, 1)
+
+
+def test_bad_tick_file_leaves_table_and_folder_clean(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
+) -> None:
+    """A malformed row deep in the file is quarantined and no data file of it is committed."""
+    root = str(tmp_path / "lake")
+    lines = _csv(archive_root)
+    lines[90_000] = lines[90_000].replace("false", "nope", 1).replace("true", "nope", 1)
+    publish(archive_root, KEY, "\n".join(lines) + "\n")
+    result = asyncio.run(ingest(REQUEST, settings_for(root, parse_batch_mb=1)))
+    assert [f.outcome for f in result.files] == ["quarantined"]
+    assert "line 90001" in result.files[0].reason
+    table = tmp_path / "lake" / "silver" / "cm_agg_trades"
+    assert not list(table.rglob("*.parquet"))
+
+
+def test_split_days_slices_ordered_chunks() -> None:
+    """A time-ordered chunk spanning midnight splits into one slice per day."""
+    frame = pl.DataFrame(
+        {"date": [date(2024, 1, 1)] * 2 + [date(2024, 1, 2)] * 3, "v": range(5)}
+    )
+    parts = split_days(frame)
+    assert {d: p["v"].to_list() for d, p in parts.items()} == {
+        date(2024, 1, 1): [0, 1],
+        date(2024, 1, 2): [2, 3, 4],
+    }
+    shuffled = frame.reverse()
+    assert {d: sorted(p["v"].to_list()) for d, p in split_days(shuffled).items()} == {
+        date(2024, 1, 1): [0, 1],
+        date(2024, 1, 2): [2, 3, 4],
+    }
