@@ -81,10 +81,6 @@ def _finish(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFr
     extra: list[pl.Expr] = [pl.lit(task.symbol).alias("symbol")]
     if dataset.has_interval:
         extra.append(pl.lit(task.interval).alias("interval"))
-    if dataset.derived_time_from_date_hour:
-        extra.append(
-            (pl.col("date").cast(TIMESTAMP) + pl.duration(hours=pl.col("hour"))).alias("time")
-        )
     frame = frame.with_columns(extra)
     lineage = [
         pl.lit("archive", dtype=constant).alias("_source"),
@@ -159,6 +155,12 @@ class FileParser:
             frame, self._unit = parse_chunk(
                 chunk, self.dataset, time_unit=self._unit, first_line=line
             )
+            if self.dataset.derived_time_from_date_hour:
+                frame = frame.with_columns(
+                    (pl.col("date").cast(TIMESTAMP) + pl.duration(hours=pl.col("hour"))).alias(
+                        "time"
+                    )
+                )
             _check_period(frame, self.dataset, self.task, line, strict=self._strict)
             line += frame.height
             unique, last_key = _deduplicate(frame, self.dataset, last_key)

@@ -6,7 +6,7 @@ import queue
 import struct
 import threading
 import zipfile
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from isal import isal_zlib
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
 _READ_SIZE = 4 << 20
+_INFLATE_ERRORS = cast("tuple[type[BaseException], ...]", (isal_zlib.error,))
 
 
 def csv_member(archive: zipfile.ZipFile) -> zipfile.ZipInfo:
@@ -58,7 +59,7 @@ def iter_csv_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
         info = csv_member(archive)
         pieces: list[bytes] = []
         size = 0
-        for piece in _inflate(raw, info):
+        for piece in _inflate(raw, info, max(chunk_bytes // 4, 4096)):
             pieces.append(piece)
             size += len(piece)
             if size < chunk_bytes:
@@ -75,7 +76,15 @@ def iter_csv_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
             yield tail if tail.endswith(b"\n") else tail + b"\n"
 
 
-def _inflate(raw: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
+def _bounded(inflater: Any, block: bytes, max_piece: int) -> Iterator[bytes]:
+    """Inflate one compressed block in pieces of at most `max_piece` bytes."""
+    out = inflater.decompress(block, max_piece)
+    yield out
+    while inflater.unconsumed_tail:
+        yield inflater.decompress(inflater.unconsumed_tail, max_piece)
+
+
+def _inflate(raw: BinaryIO, info: zipfile.ZipInfo, max_piece: int) -> Iterator[bytes]:
     """Yield the inflated bytes of one member, verifying size and CRC-32."""
     raw.seek(info.header_offset)
     header = raw.read(_LOCAL_HEADER.size)
@@ -89,22 +98,25 @@ def _inflate(raw: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
     remaining = info.compress_size
     crc = 0
     produced = 0
-    while remaining > 0:
-        block = raw.read(min(_READ_SIZE, remaining))
-        if not block:
-            raise TruncatedBodyError(f"zip member {info.filename} ends early")
-        remaining -= len(block)
-        out = inflater.decompress(block) if inflater is not None else block
-        if out:
-            crc = isal_zlib.crc32(out, crc)
-            produced += len(out)
-            yield out
-    if inflater is not None:
-        tail = inflater.flush()
-        if tail:
-            crc = isal_zlib.crc32(tail, crc)
-            produced += len(tail)
-            yield tail
+    try:
+        while remaining > 0:
+            block = raw.read(min(_READ_SIZE, remaining))
+            if not block:
+                raise TruncatedBodyError(f"zip member {info.filename} ends early")
+            remaining -= len(block)
+            pieces = [block] if inflater is None else _bounded(inflater, block, max_piece)
+            for out in pieces:
+                crc = isal_zlib.crc32(out, crc)
+                produced += len(out)
+                yield out
+        if inflater is not None:
+            tail = inflater.flush()
+            if tail:
+                crc = isal_zlib.crc32(tail, crc)
+                produced += len(tail)
+                yield tail
+    except _INFLATE_ERRORS as exc:
+        raise TruncatedBodyError(f"zip member {info.filename} is corrupt: {exc}") from exc
     if produced != info.file_size or (crc & 0xFFFFFFFF) != info.CRC:
         raise TruncatedBodyError(
             f"zip member {info.filename} inflated to {produced} bytes with a bad CRC "
