@@ -70,9 +70,7 @@ class DaskExecutor(Executor):
     def __init__(self, inner: Executor) -> None:
         self._inner = inner
 
-    def submit(
-        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
-    ) -> Future[_T]:
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Run `fn(*args, **kwargs)` on a Dask worker."""
         return self._inner.submit(fn, *args, **kwargs)
 

@@ -34,6 +34,8 @@ from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stag
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
 from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
+from crypto_lakehouse.pipeline.supersede import report_file_supersessions
+from crypto_lakehouse.quality.refresh import refresh_after_ingest
 from crypto_lakehouse.sources.binance.archive import ArchiveClient
 from crypto_lakehouse.storage.bronze import (
     Manifest,
@@ -66,6 +68,7 @@ class IngestRequest:
     period: PeriodMode = "auto"
     executor: ExecutorKind = "threads"
     dask_address: str | None = None
+    refresh_quality: bool = True
 
 
 @dataclass(slots=True)
@@ -86,6 +89,7 @@ class _Run:
         field(default_factory=list)
     )
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    plans: dict[str, PlannedFile] = field(default_factory=dict)
 
 
 def _validate(request: IngestRequest, dataset: Dataset) -> None:
@@ -150,6 +154,8 @@ async def ingest(
     archive = client or ArchiveClient(settings)
     try:
         await _run(run, request, archive)
+        if request.refresh_quality:
+            await _refresh_quality(run)
     finally:
         if own_client:
             await archive.aclose()
@@ -162,6 +168,7 @@ async def ingest(
 async def _run(run: _Run, request: IngestRequest, archive: ArchiveClient) -> None:
     """List, plan, process every file, then flush the last commit and manifest events."""
     planned, missing = await _discover(run.dataset, request, archive)
+    run.plans = {p.key: p for p in (*planned, *missing)}
     current = run.manifest.current(key_prefix=f"data/{run.dataset.market_path}/")
     for miss in missing:
         run.result.files.append(FileOutcome(miss.key, "missing_upstream"))
@@ -192,6 +199,29 @@ async def _run(run: _Run, request: IngestRequest, archive: ArchiveClient) -> Non
         for task in tasks:
             task.cancel()
     await _commit_pending(run, force=True)
+
+
+async def _refresh_quality(run: _Run) -> None:
+    """Recompute quality for the (symbol, day)s whose files changed state in this run.
+
+    A failure here is reported on the result, never turned into a failed ingest: the data
+    landed, only its report card is stale (`lakehouse quality report` recomputes it).
+    """
+    touched: list[tuple[str, str, str]] = sorted(
+        {
+            (plan.symbol, str(plan.period), plan.stamp)
+            for outcome in run.result.files
+            if outcome.outcome != "skipped_unchanged"
+            and (plan := run.plans.get(outcome.key)) is not None
+        }
+    )
+    if not touched:
+        return
+    try:
+        await asyncio.to_thread(refresh_after_ingest, run.lake, run.dataset.table, touched)
+    except Exception as exc:  # reported on the result and in the log
+        log.warning("quality_refresh_failed", table=run.dataset.table, error=str(exc))
+        run.result.notes.append(f"quality refresh failed: {exc}")
 
 
 async def _discover(
@@ -360,7 +390,13 @@ def _commit_batch(
     run: _Run,
     batch: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]],
 ) -> int:
-    """Commit a batch: add worker-written tick files, or replace rows from staged files."""
+    """Commit a batch: add worker-written tick files, or replace rows from staged files.
+
+    Provisional (REST/WS) rows that the archive rows are about to replace are compared with
+    them first, and every difference lands in `silver._supersessions`.
+    """
+    for parsed, _, _, write in batch:
+        report_file_supersessions(run.lake, parsed, write)
     writes = [write for _, _, _, write in batch if write is not None]
     if writes:
         return commit_tick_files(run.lake, run.dataset, writes)

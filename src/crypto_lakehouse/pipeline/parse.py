@@ -7,7 +7,7 @@ touches Delta: workers may be separate processes or Dask workers; the committer 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,6 +131,8 @@ class FileParser:
         self._header: str | None = None
         self._unit: TimeUnit | None = None
         self._rows = self._duplicates = self._csv_bytes = 0
+        self._chunks = 0
+        self._ordered = True
         self._low: datetime | None = None
         self._high: datetime | None = None
 
@@ -141,9 +143,16 @@ class FileParser:
             FormatError: a bad cell, a short line, an epoch unit switch or an out-of-period row.
             TruncatedBodyError: the zip's member is corrupt.
         """
+        chunks = prefetch(iter_csv_chunks(Path(self.task.zip_path), self.task.chunk_bytes))
+        try:
+            yield from self._parse(chunks)
+        finally:
+            chunks.close()  # stops the inflate thread now, not whenever it is collected
+
+    def _parse(self, chunks: Iterator[bytes]) -> Iterator[pl.DataFrame]:
+        """Parse chunks into silver frames, tracking lines, units, keys and time span."""
         line = 1
         last_key: object = None
-        chunks = prefetch(iter_csv_chunks(Path(self.task.zip_path), self.task.chunk_bytes))
         for index, raw in enumerate(chunks):
             self._csv_bytes += len(raw)
             chunk = raw
@@ -163,7 +172,10 @@ class FileParser:
                 )
             _check_period(frame, self.dataset, self.task, line, strict=self._strict)
             line += frame.height
-            unique, last_key = _deduplicate(frame, self.dataset, last_key)
+            unique, next_key = _deduplicate(frame, self.dataset, last_key)
+            self._ordered = self._ordered and next_key is not None and unique is frame
+            last_key = next_key
+            self._chunks += 1
             self._duplicates += frame.height - unique.height
             silver = _finish(unique, self.dataset, self.task)
             times = silver[self.dataset.time_column]
@@ -171,6 +183,11 @@ class FileParser:
             self._high = _max(self._high, times.max())  # type: ignore[arg-type]
             self._rows += silver.height
             yield silver
+
+    @property
+    def needs_file_dedupe(self) -> bool:
+        """Tell whether keys may repeat across chunks (several chunks, keys not rising)."""
+        return self._chunks > 1 and not self._ordered
 
     def result(self) -> ParsedFile:
         """Return what the file revealed once `frames()` is exhausted."""
@@ -211,7 +228,29 @@ def parse_to_stage(task: ParseTask) -> ParsedFile:
         raise
     if writer is not None:
         writer.close()
-    return parser.result()
+    result = parser.result()
+    if writer is not None and parser.needs_file_dedupe:
+        result = _dedupe_staged(result, parser.dataset)
+    return result
+
+
+def _dedupe_staged(result: ParsedFile, dataset: Dataset) -> ParsedFile:
+    """De-duplicate a staged file over all its chunks (small tables only reach this)."""
+    path = result.task.staged_path
+    with pa.memory_map(path) as source:
+        table = pa.ipc.open_file(source).read_all()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    unique = frame.unique(subset=list(dataset.primary_key), keep="first", maintain_order=True)
+    if unique.height == frame.height:
+        return result
+    arrow = unique.to_arrow()
+    tmp = Path(path).with_suffix(".dedupe")
+    with pa.ipc.new_file(str(tmp), arrow.schema) as writer:
+        writer.write_table(arrow)
+    tmp.replace(path)
+    dropped = frame.height - unique.height
+    return replace(result, rows=unique.height, duplicates=result.duplicates + dropped)
 
 
 def _deduplicate(

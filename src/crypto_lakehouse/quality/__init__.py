@@ -1,6 +1,7 @@
 """Trust in the data: checks, reconciliation, scores and the quality report.
 
-Pure functions over polars frames in the silver schema; storage and the CLI call them.
+The checks, scores and comparisons are pure functions over polars frames in the silver
+schema; `refresh` and `reconcile_lake` run them over the lake and write the gold tables.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from crypto_lakehouse.quality.reconcile import (
     klines_from_agg_trades,
     reconcile_klines_with_agg_trades,
 )
+from crypto_lakehouse.quality.reconcile_lake import ReconcileResult, reconcile_tables
+from crypto_lakehouse.quality.refresh import (
+    QualityRefresh,
+    refresh_after_ingest,
+    refresh_quality,
+)
 from crypto_lakehouse.quality.report import render_report, write_report
 from crypto_lakehouse.quality.score import ScoreResult, ScoreWeights, score_checks
 
@@ -35,6 +42,8 @@ __all__ = [
     "AnomalyConfig",
     "CheckResults",
     "ListingRange",
+    "QualityRefresh",
+    "ReconcileResult",
     "ScoreResult",
     "ScoreWeights",
     "Tolerance",
@@ -52,6 +61,9 @@ __all__ = [
     "klines_from_agg_trades",
     "last_ids",
     "reconcile_klines_with_agg_trades",
+    "reconcile_tables",
+    "refresh_after_ingest",
+    "refresh_quality",
     "render_report",
     "run_checks",
     "score_checks",

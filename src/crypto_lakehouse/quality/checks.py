@@ -32,10 +32,9 @@ from crypto_lakehouse.quality.coverage import (
     GAPS_SCHEMA,
     Coverage,
     GapCause,
-    ListingRange,
-    UpstreamFacts,
     check_coverage,
 )
+from crypto_lakehouse.quality.facts import ListingRange, UpstreamFacts
 from crypto_lakehouse.quality.invariants import VIOLATIONS_SCHEMA, check_invariants
 from crypto_lakehouse.quality.sequences import (
     HOLES_SCHEMA,
@@ -124,6 +123,7 @@ def run_checks(
     previous: pl.DataFrame | None = None,
     anomaly_config: AnomalyConfig | None = None,
     kind: TableKind | None = None,
+    series: pl.DataFrame | None = None,
 ) -> CheckResults:
     """Run the checks that apply to a silver table's rows.
 
@@ -140,6 +140,7 @@ def run_checks(
         previous: `last_ids(...)` of the preceding day, for trade tables.
         anomaly_config: Thresholds for anomalies.
         kind: Override the kind derived from `table`.
+        series: Series to cover even without rows (see `check_coverage`).
 
     Returns:
         `CheckResults` with the five frames.
@@ -153,7 +154,13 @@ def run_checks(
         holes = find_sequence_holes(frame, table=table, previous=previous, kind=kind)
     else:
         coverage = check_coverage(
-            frame, table=table, days=days, facts=facts, listings=listings, kind=kind
+            frame,
+            table=table,
+            days=days,
+            facts=facts,
+            listings=listings,
+            kind=kind,
+            series=series,
         )
         completeness, gaps = coverage.completeness, coverage.gaps
     if kind == "klines" and "volume" in frame.columns:

@@ -10,6 +10,8 @@ from 4h to 8h is not reported as holed. A missing slot's cause, first rule that 
   symbol, when the caller passes a `ListingRange`;
 - `missing_upstream`: the day has no rows and the manifest holds no verified file for it;
 - `truncated`: after the day's last row (and a verified file with no rows at all);
+- `not_loaded`: the day has no rows and its file was rejected (checksum mismatch,
+  quarantined, download failed): the data exists upstream but not here;
 - `in_file`: rows exist later that day (between rows, or before the day's first row).
 """
 
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import polars as pl
 
 from crypto_lakehouse.exceptions import ConfigurationError
+from crypto_lakehouse.quality.facts import ListingRange, UpstreamFacts
 from crypto_lakehouse.quality.tables import (
     METRICS_INTERVAL,
     TIME_COLUMN,
@@ -40,7 +43,9 @@ from crypto_lakehouse.quality.tables import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-GapCause = Literal["missing_upstream", "truncated", "in_file", "before_listing", "after_delisting"]
+GapCause = Literal[
+    "missing_upstream", "truncated", "not_loaded", "in_file", "before_listing", "after_delisting"
+]
 EXCUSED_CAUSES: Final = frozenset({"before_listing", "after_delisting"})
 
 COMPLETENESS_SCHEMA: Final = pl.Schema(
@@ -73,44 +78,6 @@ GAPS_SCHEMA: Final = pl.Schema(
 _SERIES: Final = ["symbol", "interval"]
 _DAY_KEY: Final = ["symbol", "interval", "day_us"]
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(slots=True, frozen=True)
-class UpstreamFacts:
-    """Manifest facts per (symbol, day): which days have a verified file, which are missing."""
-
-    with_file: frozenset[tuple[str, date]] = frozenset()
-    missing_upstream: frozenset[tuple[str, date]] = frozenset()
-
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame) -> UpstreamFacts:
-        """Build facts from manifest rows.
-
-        Args:
-            frame: Columns `symbol` (Utf8), `day` (Date), `status` (Utf8, the bronze manifest
-                status). `verified` rows count as a file; `missing_upstream` rows as recorded
-                missing; other statuses (quarantined, superseded...) are not facts about the day.
-
-        Returns:
-            The facts for `check_coverage`.
-        """
-        rows = frame.select("symbol", "day", "status").iter_rows()
-        with_file: set[tuple[str, date]] = set()
-        missing: set[tuple[str, date]] = set()
-        for symbol, day, status in rows:
-            if status == "verified":
-                with_file.add((symbol, day))
-            elif status == "missing_upstream":
-                missing.add((symbol, day))
-        return cls(with_file=frozenset(with_file), missing_upstream=frozenset(missing))
-
-
-@dataclass(slots=True, frozen=True)
-class ListingRange:
-    """The first and last ever row time of a symbol; `None` means unknown / still trading."""
-
-    first: datetime | None = None
-    last: datetime | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -151,7 +118,9 @@ def _rows(frame: pl.DataFrame, kind: TableKind) -> pl.DataFrame:
     )
 
 
-def _day_grid(rows: pl.DataFrame, days: tuple[date, date] | None) -> pl.DataFrame:
+def _day_grid(
+    rows: pl.DataFrame, days: tuple[date, date] | None, series: pl.DataFrame | None
+) -> pl.DataFrame:
     """Return every checked (series, day) with its row stats and grid step."""
     stats = rows.group_by(_DAY_KEY).agg(
         row_count=pl.len().cast(pl.Int64),
@@ -163,7 +132,12 @@ def _day_grid(rows: pl.DataFrame, days: tuple[date, date] | None) -> pl.DataFram
         bounds = stats.group_by(_SERIES).agg(lo=pl.col("day_us").min(), hi=pl.col("day_us").max())
     else:
         lo, hi = (_day_us(day) for day in days)
-        bounds = stats.select(_SERIES).unique().with_columns(lo=pl.lit(lo), hi=pl.lit(hi))
+        known = [stats.select(_SERIES)]
+        if series is not None:
+            known.append(
+                series.select(pl.col("symbol").cast(pl.Utf8), pl.col("interval").cast(pl.Utf8))
+            )
+        bounds = pl.concat(known).unique().with_columns(lo=pl.lit(lo), hi=pl.lit(hi))
     grid = (
         bounds.with_columns(day_us=pl.int_ranges("lo", pl.col("hi") + US_PER_DAY, US_PER_DAY))
         .explode("day_us")
@@ -172,9 +146,23 @@ def _day_grid(rows: pl.DataFrame, days: tuple[date, date] | None) -> pl.DataFram
         .join(stats, on=_DAY_KEY, how="left", nulls_equal=True)
         .sort([*_SERIES, "day_us"], nulls_last=True)
     )
-    # A day without rows inherits the grid step of the nearest day that has rows.
+    # A day without rows inherits the grid step of the nearest day that has rows, or the
+    # caller's step for a series without any row in the range.
     step = pl.col("day_step").forward_fill().backward_fill().over(_SERIES)
-    return grid.with_columns(day_step=step, row_count=pl.col("row_count").fill_null(0))
+    grid = grid.with_columns(day_step=step, row_count=pl.col("row_count").fill_null(0))
+    if series is None:
+        return grid
+    seeded = series.select(
+        pl.col("symbol").cast(pl.Utf8),
+        pl.col("interval").cast(pl.Utf8),
+        pl.col("step").cast(pl.Int64).alias("_seed_step"),
+    ).unique(subset=_SERIES)
+    return (
+        grid.join(seeded, on=_SERIES, how="left", nulls_equal=True)
+        .with_columns(day_step=pl.coalesce("day_step", "_seed_step"))
+        .drop("_seed_step")
+        .drop_nulls("day_step")
+    )
 
 
 def _day_us(day: date) -> int:
@@ -183,15 +171,20 @@ def _day_us(day: date) -> int:
 
 
 def _facts_frame(facts: UpstreamFacts | None) -> pl.DataFrame:
-    """Return manifest facts as (symbol, day_us, has_file, recorded_missing)."""
+    """Return manifest facts as (symbol, day_us, has_file, recorded, rejected)."""
     facts = facts or UpstreamFacts()
-    records = [(s, _day_us(d), True, False) for s, d in facts.with_file]
-    records += [(s, _day_us(d), False, True) for s, d in facts.missing_upstream]
-    schema = {"symbol": pl.Utf8, "day_us": pl.Int64, "has_file": pl.Boolean, "recorded": pl.Boolean}
+    records = [(s, _day_us(d), True, False, False) for s, d in facts.with_file]
+    records += [(s, _day_us(d), False, True, False) for s, d in facts.missing_upstream]
+    records += [(s, _day_us(d), False, False, True) for s, d in facts.not_loaded]
+    schema = {
+        "symbol": pl.Utf8,
+        "day_us": pl.Int64,
+        "has_file": pl.Boolean,
+        "recorded": pl.Boolean,
+        "rejected": pl.Boolean,
+    }
     frame = pl.DataFrame(records, schema=schema, orient="row")
-    return frame.group_by("symbol", "day_us").agg(
-        pl.col("has_file").any(), pl.col("recorded").any()
-    )
+    return frame.group_by("symbol", "day_us").agg(pl.col("has_file", "recorded", "rejected").any())
 
 
 def _listing_frame(listings: Mapping[str, ListingRange] | None) -> pl.DataFrame:
@@ -220,12 +213,14 @@ def _cause_exprs() -> tuple[pl.Expr, pl.Expr]:
     empty = pl.col("row_count") == 0
     has_file = pl.col("has_file").fill_null(False)
     recorded = pl.col("recorded").fill_null(False)
+    rejected = pl.col("rejected").fill_null(False)
     late = slot > pl.col("last_slot")
     leading = slot < pl.col("first_slot")
     cause = (
         pl.when(before).then(pl.lit("before_listing"))
         .when(after).then(pl.lit("after_delisting"))
         .when(empty & has_file).then(pl.lit("truncated"))
+        .when(empty & rejected).then(pl.lit("not_loaded"))
         .when(empty).then(pl.lit("missing_upstream"))
         .when(late).then(pl.lit("truncated"))
         .otherwise(pl.lit("in_file"))
@@ -234,6 +229,7 @@ def _cause_exprs() -> tuple[pl.Expr, pl.Expr]:
         pl.when(before).then(pl.lit("before the symbol's first row"))
         .when(after).then(pl.lit("after the symbol's last row"))
         .when(empty & has_file).then(pl.lit("verified file holds no rows for the day"))
+        .when(empty & rejected).then(pl.lit("manifest: file rejected; see its reason"))
         .when(empty & recorded).then(pl.lit("manifest: missing upstream"))
         .when(empty).then(pl.lit("no rows and no verified file for the day"))
         .when(late).then(pl.lit("rows stop before the day's last slot"))
@@ -251,6 +247,7 @@ def check_coverage(
     facts: UpstreamFacts | None = None,
     listings: Mapping[str, ListingRange] | None = None,
     kind: TableKind | None = None,
+    series: pl.DataFrame | None = None,
 ) -> Coverage:
     """Compute completeness and gaps per (symbol, interval, UTC day).
 
@@ -260,12 +257,14 @@ def check_coverage(
         table: The silver table name, written into the `table` column of the results.
         days: Inclusive (first, last) UTC days to check for every series in the frame; by
             default each series' own first..last day with rows. Rows outside are ignored.
-            Series (symbol, interval) come from the frame: a symbol with no row at all in
-            the range is not reported. Rows with a null symbol or time are skipped here
-            (`check_invariants` reports them).
+            Series (symbol, interval) come from the frame and `series`: a symbol with no
+            row at all in the range is reported only when `series` names it. Rows with a
+            null symbol or time are skipped here (`check_invariants` reports them).
         facts: Manifest facts deciding `missing_upstream` vs `truncated` for empty days.
         listings: Per symbol listing range, for `before_listing` / `after_delisting`.
         kind: Override the kind derived from `table`.
+        series: Extra series to check over `days` even without rows (`symbol`,
+            `interval` (null unless klines), `step` in µs); ignored when `days` is None.
 
     Returns:
         `Coverage` with `completeness` (`COMPLETENESS_SCHEMA`; `interval` is null for
@@ -282,9 +281,11 @@ def check_coverage(
     if days is not None:
         lo, hi = _day_us(days[0]), _day_us(days[1])
         rows = rows.filter(pl.col("day_us").is_between(lo, hi))
-    if rows.is_empty():
+    if days is None or (series is not None and series.is_empty()):
+        series = None
+    if rows.is_empty() and series is None:
         return Coverage(COMPLETENESS_SCHEMA.to_frame(), GAPS_SCHEMA.to_frame())
-    grid_days = _day_grid(rows, days)
+    grid_days = _day_grid(rows, days, series)
     grid = (
         grid_days.select(*_DAY_KEY, "day_step")
         .with_columns(slot=pl.int_ranges("day_us", pl.col("day_us") + US_PER_DAY, "day_step"))

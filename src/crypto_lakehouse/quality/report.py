@@ -33,6 +33,7 @@ SCORE_BANDS: Final = (
 CAUSE_COLOURS: Final = {
     "missing_upstream": "#d73027",
     "truncated": "#fc8d59",
+    "not_loaded": "#7b3294",
     "in_file": "#fee08b",
     "before_listing": "#bdbdbd",
     "after_delisting": "#969696",
@@ -120,8 +121,9 @@ def _table_view(table: str, scores: pl.DataFrame, gaps: pl.DataFrame) -> TableVi
             x0 = (gap["gap_start"] - start).total_seconds() / span * TIMELINE_WIDTH
             x1 = (gap["gap_end"] - start).total_seconds() / span * TIMELINE_WIDTH
             interval = f" {gap['interval']}" if gap["interval"] else ""
+            missing = "?" if gap["missing"] is None else gap["missing"]
             title = (
-                f"{symbol}{interval} {gap['cause']}: {gap['missing']} missing, "
+                f"{symbol}{interval} {gap['cause']}: {missing} missing, "
                 f"{gap['gap_start']:%Y-%m-%d %H:%M} – {gap['gap_end']:%Y-%m-%d %H:%M} UTC"
             )
             bars.append(
@@ -172,7 +174,7 @@ def _summary(
             key = (row["table"], row["symbol"], row["day"])
             part = f"{row['check']} −{row['points']:g} ({row['detail']})"
             why[key] = f"{why[key]}; {part}" if key in why else part
-    largest = gaps.sort("missing", descending=True).head(20)
+    largest = gaps.sort("missing", descending=True, nulls_last=True).head(20)
     return {
         "per_table": per_table.to_dicts(),
         "by_cause": by_cause.to_dicts(),

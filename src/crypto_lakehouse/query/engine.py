@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
@@ -20,6 +20,10 @@ from deltalake.exceptions import TableNotFoundError
 from crypto_lakehouse.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pyarrow.dataset as pads
+
     from crypto_lakehouse.storage.lake import Lake
 
 LAYERS = ("silver", "gold")
@@ -32,11 +36,19 @@ class QueryEngine:
     def __init__(self, lake: Lake) -> None:
         self._lake = lake
         self._con = duckdb.connect()
+        # Silver times are UTC; without this DuckDB renders TIMESTAMPTZ in the host's zone.
+        self._con.execute("SET TimeZone = 'UTC'")
         for layer in LAYERS:
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
         self._tables: dict[tuple[str, str], DeltaTable] = {}
         self._versions: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
+        self._datasets: dict[tuple[str, str], pads.Dataset] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def lake(self) -> Lake:
+        """Return the lake this engine reads."""
+        return self._lake
 
     def close(self) -> None:
         """Close the DuckDB connection."""
@@ -73,12 +85,30 @@ class QueryEngine:
         if self._versions.get(ident) == version:
             return
         view = f"__{layer}__{table}"
-        self._con.register(view, delta.to_pyarrow_dataset())
+        dataset = delta.to_pyarrow_dataset()
+        self._con.register(view, dataset)
         self._con.execute(f'CREATE OR REPLACE VIEW {layer}."{table}" AS SELECT * FROM "{view}"')
+        self._datasets[ident] = dataset
         self._versions[ident] = version
 
-    def sql(self, query: str) -> pl.DataFrame:
-        """Run a query and return the result as a polars frame.
+    def dataset(self, layer: str, table: str) -> pads.Dataset:
+        """Return the table's current snapshot as a pyarrow dataset (cached per Delta version).
+
+        Raises:
+            ConfigurationError: the table does not exist.
+        """
+        with self._lock:
+            self._refresh(layer, table)
+            return self._datasets[(layer, table)]
+
+    def version(self, layer: str, table: str) -> int:
+        """Return the Delta version the engine reads for a table (refreshed first)."""
+        with self._lock:
+            self._refresh(layer, table)
+            return self._versions[(layer, table)]
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run a query (with optional `?` parameters) and return the result as a polars frame.
 
         Raises:
             ConfigurationError: a referenced table does not exist, or the SQL is invalid.
@@ -87,6 +117,13 @@ class QueryEngine:
             for layer, table in {(m[0].lower(), m[1]) for m in _REFERENCE.findall(query)}:
                 self._refresh(layer, table)
             try:
-                return pl.from_arrow(self._con.sql(query).to_arrow_table())  # type: ignore[return-value]
+                if params:
+                    arrow = self._con.execute(query, params).to_arrow_table()
+                else:
+                    relation = self._con.sql(query)
+                    if relation is None:  # a statement without a result, e.g. SET
+                        return pl.DataFrame()
+                    arrow = relation.to_arrow_table()
             except duckdb.Error as exc:
                 raise ConfigurationError(f"query failed: {exc}") from exc
+            return pl.from_arrow(arrow)  # type: ignore[return-value]

@@ -46,7 +46,10 @@ def table_status(lake: Lake, engine: QueryEngine) -> list[TableStatus]:
         delta = DeltaTable(lake.table_uri(layer, table), storage_options=lake.storage_options)
         actions = pl.DataFrame(delta.get_add_actions(flatten=True))
         column = _time_column(table)
-        span = f"min({column})::VARCHAR, max({column})::VARCHAR" if column else "NULL, NULL"
+        # Aliased: two bare NULL columns share a name, which polars refuses.
+        span = "NULL AS first, NULL AS last"
+        if column:
+            span = f"min({column})::VARCHAR, max({column})::VARCHAR"
         names = {field.name for field in delta.schema().fields}
         symbols = "count(DISTINCT symbol)" if "symbol" in names else "0"
         stats = engine.sql(f'SELECT count(*), {symbols}, {span} FROM {layer}."{table}"').row(0)

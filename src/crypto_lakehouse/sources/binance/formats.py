@@ -90,7 +90,11 @@ def parse_chunk(
     schema = read_schema(dataset)
     try:
         raw = pl.read_csv(io.BytesIO(chunk), has_header=False, schema=schema, quote_char='"')
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+    except (
+        pl.exceptions.ComputeError,
+        pl.exceptions.NoDataError,
+        pl.exceptions.SchemaError,
+    ) as exc:
         raise locate_bad_cell(chunk, dataset, first_line) from exc
     unit = time_unit or detect_time_unit(raw, dataset)
     if time_unit is not None and raw.height:

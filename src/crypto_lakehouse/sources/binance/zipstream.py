@@ -13,7 +13,7 @@ from isal import isal_zlib
 from crypto_lakehouse.exceptions import FormatError, TruncatedBodyError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
     from pathlib import Path
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -124,7 +124,7 @@ def _inflate(raw: BinaryIO, info: zipfile.ZipInfo, max_piece: int) -> Iterator[b
         )
 
 
-def prefetch(chunks: Iterator[bytes], depth: int = 1) -> Iterator[bytes]:
+def prefetch(chunks: Iterator[bytes], depth: int = 1) -> Generator[bytes, None, None]:
     """Run a chunk iterator one step ahead in a thread, so inflating overlaps parsing.
 
     isal releases the GIL while inflating, as polars does while parsing; memory grows by
@@ -133,20 +133,24 @@ def prefetch(chunks: Iterator[bytes], depth: int = 1) -> Iterator[bytes]:
     slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(item: tuple[str, object]) -> bool:
+        """Put an item unless the consumer has gone; tell whether it was delivered."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
     def produce() -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        slots.put(("chunk", chunk), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(("chunk", chunk)):
                     return
-            slots.put(("end", None))
+            offer(("end", None))
         except BaseException as exc:  # re-raised in the consumer
-            slots.put(("error", exc))
+            offer(("error", exc))
 
     worker = threading.Thread(target=produce, name="inflate", daemon=True)
     worker.start()

@@ -1,0 +1,130 @@
+"""Run one measured step in a fresh spawned process and report its wall time and peak memory.
+
+Each step gets its own process so peaks do not mix: `ru_maxrss` of the child (and of its own
+children: pool workers, Dask workers) is read at its end, and the whole process tree's RSS is
+sampled from outside with psutil (when installed) to catch the peak of the sum.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 1_000_000
+
+
+@dataclass(slots=True)
+class Measured:
+    """What one measured step returned and cost."""
+
+    value: dict[str, Any]
+    wall_s: float
+    peak_rss_self_mb: float
+    peak_rss_children_mb: float
+    peak_rss_tree_mb: float | None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_paths() -> None:
+    """Make `tests.servers` and `bench/` importable (bench scripts run as plain files)."""
+    for path in (str(ROOT), str(ROOT / "bench")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def _child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], conn: Connection) -> None:
+    """Run fn in the child and send back its value, wall time and ru_maxrss figures."""
+    ensure_paths()
+    started = time.perf_counter()
+    try:
+        value, error = fn(*args), None
+    except BaseException:  # the parent reports it; the bench goes on with other steps
+        value, error = {}, traceback.format_exc()
+    wall = time.perf_counter() - started
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    conn.send((value, wall, self_kb * 1024 / MB, children_kb * 1024 / MB, error))
+    conn.close()
+
+
+class _TreeSampler:
+    """Sample the RSS sum of a process and its descendants every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.peak: float | None = None
+        self._pid = pid
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        """Poll until stopped or the process is gone."""
+        try:
+            import psutil
+        except ImportError:
+            return
+        try:
+            root = psutil.Process(self._pid)
+        except psutil.Error:
+            return
+        peak = 0
+        while not self._stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            total = 0
+            for proc in procs:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            peak = max(peak, total)
+            self.peak = peak / MB
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> _TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_measured(fn: Callable[..., dict[str, Any]], *args: Any) -> Measured:
+    """Run `fn(*args)` in a spawned child process and return its value and costs."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(fn, args, child))
+    process.start()
+    child.close()
+    assert process.pid is not None
+    with _TreeSampler(process.pid) as sampler:
+        try:
+            value, wall, self_mb, children_mb, error = parent.recv()
+        except EOFError:
+            value, wall, self_mb, children_mb = {}, 0.0, 0.0, 0.0
+            error = f"child died with exit code {process.exitcode}"
+    process.join()
+    return Measured(value, wall, self_mb, children_mb, sampler.peak, error)
+
+
+def cpu_info() -> dict[str, Any]:
+    """Describe the machine the figures were measured on."""
+    return {"cores": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform,
+            "loadavg_at_start": os.getloadavg()}  # fmt: skip

@@ -1,0 +1,270 @@
+"""Benchmark archive → bronze → silver ingest against a bare isal + polars + Parquet baseline.
+
+Scenarios (issue 3, "Scale and speed"):
+  big    one UM monthly aggTrades zip of --csv-mb MB of CSV (target ≥ 250 MB/s, RSS < 2 GB)
+  small  --files daily spot 1m kline zips of ~215 KB CSV each (target ≥ 150 MB/s)
+
+Files are generated once and cached under bench/work/, served over HTTP by the archive
+stand-in (tests/servers/archive_server.py), and ingested by `pipeline.ingest.ingest` into a
+fresh temporary lake, once per executor. Each measured step runs in its own spawned process.
+
+    .venv/bin/python bench/ingest.py                       # both scenarios, default sizes
+    .venv/bin/python bench/ingest.py --scenario big --csv-mb 4000 --executors processes
+    .venv/bin/python bench/ingest.py --scenario small --files 900 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from _gen import WORK, Tree, big_tree, klines_tree
+from _measure import MB, Measured, cpu_info, ensure_paths, run_measured
+from _steps import baseline_big, baseline_small, ingest_run, stages_run
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"big": 250.0, "small": 150.0}
+RSS_BUDGET_MB = 2048.0
+
+
+def _row(
+    name: str, measured: Measured, csv_bytes: int, seconds: float | None = None
+) -> dict[str, Any]:
+    """Return one result row: throughput over the step's own timer, and memory peaks."""
+    took = seconds if seconds is not None else measured.value.get("seconds", measured.wall_s)
+    return {
+        "step": name,
+        "seconds": round(took, 3),
+        "csv_mb": round(csv_bytes / MB, 1),
+        "mb_per_s": round(csv_bytes / MB / took, 1) if took else None,
+        "peak_rss_self_mb": round(measured.peak_rss_self_mb, 1),
+        "peak_rss_children_mb": round(measured.peak_rss_children_mb, 1),
+        "peak_rss_tree_mb": round(measured.peak_rss_tree_mb, 1)
+        if measured.peak_rss_tree_mb is not None
+        else None,
+        "error": measured.error,
+        "details": {k: v for k, v in measured.value.items() if k not in ("seconds",)},
+    }
+
+
+def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """Print rows as an aligned text table."""
+    print(f"\n== {title}")
+    head = f"{'step':<34}{'seconds':>9}{'CSV MB':>9}{'MB/s':>9}{'RSS self':>10}"
+    print(head + f"{'children':>10}{'tree':>9}  note")
+    for row in rows:
+        note = "ERROR (see JSON)" if row["error"] else row.get("note", "")
+        tree = row["peak_rss_tree_mb"]
+        tree_text = f"{tree:.0f}" if tree is not None else "-"
+        print(
+            f"{row['step']:<34}{row['seconds']:>9.2f}{row['csv_mb']:>9.1f}"
+            f"{row['mb_per_s'] or 0:>9.1f}{row['peak_rss_self_mb']:>10.0f}"
+            f"{row['peak_rss_children_mb']:>10.0f}{tree_text:>9}  {note}"
+        )
+
+
+def _ingest_rows(
+    scenario: str,
+    tree: Tree,
+    request: dict[str, Any],
+    executors: list[str],
+    workers: int,
+    overrides: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Serve the tree and ingest it once per executor, each into a fresh lake."""
+    ensure_paths()
+    from tests.servers.archive_server import ArchiveServer
+
+    rows = []
+    with ArchiveServer(tree.root) as server:
+        for executor in executors:
+            lake = Path(tempfile.mkdtemp(prefix=f"lake-{scenario}-", dir=WORK))
+            try:
+                measured = run_measured(
+                    ingest_run, server.archive_url, server.listing_url, str(lake), request,
+                    executor, workers, overrides,
+                )  # fmt: skip
+            finally:
+                shutil.rmtree(lake, ignore_errors=True)
+            row = _row(f"ingest executor={executor}", measured, tree.csv_bytes)
+            value = measured.value
+            if not measured.error and (value.get("rows") != tree.rows or value.get("failed")):
+                row["error"] = (
+                    f"loaded {value.get('rows')} of {tree.rows} rows; {value.get('failed')}"
+                )
+            rows.append(row)
+    return rows
+
+
+def _profile(tree: Tree, request: dict[str, Any], top: int) -> dict[str, Any]:
+    """Run the stage-by-stage profile of one scenario in a child process."""
+    ensure_paths()
+    from tests.servers.archive_server import ArchiveServer
+
+    with ArchiveServer(tree.root) as server:
+        measured = run_measured(stages_run, server.archive_url, server.listing_url,
+                                list(tree.keys), request, top)  # fmt: skip
+    if measured.error:
+        return {"error": measured.error}
+    value = dict(measured.value)
+    value["peak_rss_self_mb"] = round(measured.peak_rss_self_mb, 1)
+    return value
+
+
+def _print_profile(title: str, profile: dict[str, Any]) -> None:
+    """Print the stage timings and the hottest functions."""
+    print(f"\n-- {title}: stages run one after another in one process")
+    if "error" in profile:
+        print(profile["error"])
+        return
+    print(f"   write path: {profile.get('path', 'staged')}")
+    csv_mb = profile["csv_bytes"] / MB
+    for stage in ("download_s", "bronze_copy_s", "parse_s", "commit_s"):
+        seconds = profile[stage]
+        speed = csv_mb / seconds if seconds else 0.0
+        print(f"   {stage:<16}{seconds:>8.2f} s  {speed:>8.1f} MB/s of CSV")
+    for part in ("parse_top", "commit_top"):
+        print(f"   {part} (cumulative s / own s / calls):")
+        for row in profile[part][:12]:
+            print(f"     {row['cumtime_s']:>7.2f} {row['tottime_s']:>7.2f} {row['calls']:>8}  "
+                  f"{row['function']}")  # fmt: skip
+
+
+def run_big(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
+    """Scenario big: one multi-hundred-MB monthly aggTrades file."""
+    tree = big_tree(args.csv_mb)
+    print(f"big: {tree.keys[0]}: {tree.csv_bytes / MB:.0f} MB CSV, "
+          f"{tree.zip_bytes / MB:.0f} MB zip, {tree.rows:,} rows")  # fmt: skip
+    zip_path = str(tree.root / tree.keys[0])
+    base = run_measured(baseline_big, zip_path, str(WORK / "baseline-big"), args.chunk_mb,
+                        args.compression)  # fmt: skip
+    rows = [_row("baseline isal+polars+parquet", base, tree.csv_bytes)]
+    request = {"market": "um", "data_type": "aggTrades", "symbols": ["BTCUSDT"],
+               "start": "2024-01-01", "end": "2024-01-31", "period": "monthly"}  # fmt: skip
+    rows += _ingest_rows("big", tree, request, executors, args.workers, _overrides(args))
+    return _finish("big", tree, rows, request, args)
+
+
+def run_small(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
+    """Scenario small: hundreds of daily 1m kline files."""
+    tree = klines_tree(args.files, args.symbols)
+    days = -(-args.files // args.symbols)
+    symbols = sorted({key.split("/")[4] for key in tree.keys})
+    print(f"small: {len(tree.keys)} files ({len(symbols)} symbols × {days} days), "
+          f"{tree.csv_bytes / MB:.0f} MB CSV, {tree.zip_bytes / MB:.0f} MB zip")  # fmt: skip
+    paths = [str(tree.root / key) for key in tree.keys]
+    rows = []
+    for processes in (1, 2):
+        base = run_measured(baseline_small, paths, str(WORK / "baseline-small"), processes,
+                            args.compression)  # fmt: skip
+        rows.append(_row(f"baseline file-at-a-time ×{processes} proc", base, tree.csv_bytes))
+    last = date(2023, 1, 1).toordinal() + days - 1
+    request = {"market": "spot", "data_type": "klines", "symbols": symbols, "interval": "1m",
+               "start": "2023-01-01", "end": date.fromordinal(last).isoformat(),
+               "period": "daily"}  # fmt: skip
+    rows += _ingest_rows("small", tree, request, executors, args.workers, _overrides(args))
+    return _finish("small", tree, rows, request, args)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Return Settings overrides given on the command line."""
+    values = {"parse_batch_mb": args.chunk_mb, "download_concurrency": args.download_concurrency,
+              "commit_batch_files": args.commit_batch_files}  # fmt: skip
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _finish(
+    scenario: str,
+    tree: Tree,
+    rows: list[dict[str, Any]],
+    request: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Add ratios and target verdicts to the rows, print them, and profile when asked."""
+    baseline = rows[0]["mb_per_s"] or 0.0
+    for row in rows[1:]:
+        if row["step"].startswith("ingest") and row["mb_per_s"] and baseline:
+            ok = row["mb_per_s"] >= TARGETS[scenario]
+            if scenario == "big":
+                tree_rss = row["peak_rss_tree_mb"] or row["peak_rss_self_mb"]
+                ok = ok and tree_rss < RSS_BUDGET_MB
+            row["ratio_to_baseline"] = round(row["mb_per_s"] / baseline, 2)
+            row["meets_target"] = ok
+            row["note"] = (f"{row['ratio_to_baseline']:.2f}× baseline; target "
+                           f"{TARGETS[scenario]:.0f} MB/s {'met' if ok else 'MISSED'}")  # fmt: skip
+    _print_table(f"scenario {scenario}", rows)
+    for row in rows:
+        if row["error"]:
+            print(f"\n{row['step']} failed:\n{row['error']}", file=sys.stderr)
+    out: dict[str, Any] = {
+        "files": len(tree.keys),
+        "csv_bytes": tree.csv_bytes,
+        "zip_bytes": tree.zip_bytes,
+        "rows": tree.rows,
+        "target_mb_per_s": TARGETS[scenario],
+        "results": rows,
+    }
+    if args.profile:
+        out["profile"] = _profile(tree, request, args.top)
+        _print_profile(f"scenario {scenario}", out["profile"])
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", choices=("big", "small", "all"), default="all")
+    parser.add_argument("--csv-mb", type=int, default=512, help="big: MB of CSV (default 512)")
+    parser.add_argument("--files", type=int, default=300, help="small: kline files (300)")
+    parser.add_argument("--symbols", type=int, default=3, help="small: symbols (3, max 6)")
+    parser.add_argument(
+        "--executors", default="processes,threads", help="comma-separated: processes,threads,dask"
+    )
+    parser.add_argument("--workers", type=int, default=0, help="parse workers (0 = cores)")
+    parser.add_argument("--chunk-mb", type=int, default=64, help="CSV MB per parse batch")
+    parser.add_argument("--download-concurrency", type=int, default=None)
+    parser.add_argument("--commit-batch-files", type=int, default=None)
+    parser.add_argument("--compression", default="zstd", help="baseline Parquet codec")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also time each stage alone and cProfile parse and commit",
+    )
+    parser.add_argument("--top", type=int, default=25, help="profile rows kept per stage")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios and write bench/results/ingest-<date>.json."""
+    args = parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    executors = [e.strip() for e in args.executors.split(",") if e.strip()]
+    report: dict[str, Any] = {
+        "benchmark": "ingest",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": cpu_info(),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "baseline_compression": args.compression,
+        "scenarios": {},
+    }
+    print(f"machine: {report['machine']} (figures are noisy when the load average is high)")
+    if args.scenario in ("big", "all"):
+        report["scenarios"]["big"] = run_big(args, executors)
+    if args.scenario in ("small", "all"):
+        report["scenarios"]["small"] = run_small(args, executors)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"ingest-{datetime.now(UTC).date().isoformat()}.json"
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nresults written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
