@@ -25,9 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
-from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from crypto_lakehouse.pipeline.parse import FileParser, ParsedFile, ParseTask, period_bounds
 from crypto_lakehouse.pipeline.silver import SILVER, silver_arrow_schema
@@ -235,12 +233,7 @@ def period_days(task: ParseTask) -> list[str]:
     return days
 
 
-@retry(
-    retry=retry_if_exception_type(CommitFailedError),
-    stop=stop_after_attempt(8),
-    wait=wait_random_exponential(multiplier=0.05, max=2.0),
-    reraise=True,
-)
+@tables.commit_retry
 def _commit_symbol(
     delta: DeltaTable, dataset: Dataset, symbol: str, days: list[str], files: list[DataFile]
 ) -> None:

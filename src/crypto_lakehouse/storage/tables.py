@@ -37,12 +37,16 @@ def table_exists(lake: Lake, layer: str, table: str) -> bool:
     return open_table(lake, layer, table) is not None
 
 
-@retry(
+#: Retry a Delta commit that lost a race to another writer, with jittered backoff.
+commit_retry = retry(
     retry=retry_if_exception_type(CommitFailedError),
     stop=stop_after_attempt(8),
     wait=wait_random_exponential(multiplier=0.05, max=2.0),
     reraise=True,
 )
+
+
+@commit_retry
 def _write(
     uri: str,
     make_data: Callable[[], ArrowData],
