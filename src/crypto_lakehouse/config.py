@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     parse_batch_mb: int = Field(default=64, ge=1, description="CSV bytes parsed per batch")
     workers: int = Field(default=0, ge=0, description="Parser processes; 0 means one per core")
     commit_batch_files: int = Field(default=64, ge=1, description="Small files per Delta commit")
+    auto_compact: bool = Field(default=True, description="Compact partitions of small files")
+    auto_compact_max_small_files: int = Field(default=16, ge=2)
 
     rest_weight_limit_per_minute: int = Field(default=0, ge=0, description="0 = from exchangeInfo")
     breaker_failure_threshold: int = Field(default=5, ge=1)

@@ -45,6 +45,7 @@ from crypto_lakehouse.storage.bronze import (
     quarantine_path,
 )
 from crypto_lakehouse.storage.lake import Lake
+from crypto_lakehouse.storage.maintenance import auto_compact
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -154,6 +155,8 @@ async def ingest(
     archive = client or ArchiveClient(settings)
     try:
         await _run(run, request, archive)
+        if settings.auto_compact and run.result.loaded:
+            await _compact(run)
         if request.refresh_quality:
             await _refresh_quality(run)
     finally:
@@ -199,6 +202,19 @@ async def _run(run: _Run, request: IngestRequest, archive: ArchiveClient) -> Non
         for task in tasks:
             task.cancel()
     await _commit_pending(run, force=True)
+
+
+async def _compact(run: _Run) -> None:
+    """Compact the partitions this table has filled with small files (one commit each)."""
+    results = await asyncio.to_thread(
+        auto_compact,
+        run.lake,
+        silver.SILVER,
+        run.dataset.table,
+        max_small_files=run.settings.auto_compact_max_small_files,
+    )
+    for result in results:
+        log.info("silver_compacted", table=run.dataset.table, result=str(result))
 
 
 async def _refresh_quality(run: _Run) -> None:

@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.storage import tables
+from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -76,6 +77,7 @@ def commit_files(lake: Lake, files: Sequence[ParsedFile]) -> int:
         predicate,
         partition_by=list(dataset.partition_by),
         target_file_size=TARGET_FILE_SIZE,
+        row_group_rows=BAR_ROW_GROUP_ROWS if dataset.has_interval else None,
     )
 
 

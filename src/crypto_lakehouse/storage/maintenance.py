@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 from deltalake import WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from crypto_lakehouse.datasets import dataset_for_table
 from crypto_lakehouse.exceptions import CommitConflictError, ConfigurationError, StorageError
-from crypto_lakehouse.storage.tables import open_table
+from crypto_lakehouse.storage.tables import commit_retry, open_table
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -110,15 +109,7 @@ def check_retention(hours: int, *, force: bool) -> None:
         raise ConfigurationError("vacuum retention cannot be negative")
 
 
-_retry_commit = retry(
-    retry=retry_if_exception_type(CommitFailedError),
-    stop=stop_after_attempt(5),
-    wait=wait_random_exponential(multiplier=0.1, max=5.0),
-    reraise=True,
-)
-
-
-@_retry_commit
+@commit_retry
 def _compact(
     delta: DeltaTable,
     zorder_by: list[str],

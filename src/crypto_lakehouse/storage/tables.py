@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import polars as pl
 import pyarrow as pa
 import structlog
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -56,9 +56,14 @@ def _write(
     partition_by: list[str] | None,
     storage_options: dict[str, str],
     target_file_size: int | None,
+    row_group_rows: int | None = None,
 ) -> None:
     """Write once; tenacity retries when another writer committed the same version first."""
-    write_deltalake(  # type: ignore[call-overload]
+    properties = None
+    if row_group_rows:
+        # Name the codec: WriterProperties without one writes uncompressed Parquet.
+        properties = WriterProperties(max_row_group_size=row_group_rows, compression="SNAPPY")
+    write_deltalake(  # type: ignore[call-overload, misc]
         uri,
         make_data(),
         mode=mode,
@@ -67,6 +72,7 @@ def _write(
         storage_options=storage_options,
         schema_mode="merge" if mode == "append" else None,
         target_file_size=target_file_size,
+        writer_properties=properties,
     )
 
 
@@ -79,6 +85,7 @@ def replace_where(
     *,
     partition_by: list[str] | None = None,
     target_file_size: int | None = None,
+    row_group_rows: int | None = None,
 ) -> int:
     """Delete the rows matching `predicate` and add `data`, in one atomic Delta commit.
 
@@ -99,6 +106,7 @@ def replace_where(
             partition_by=partition_by,
             storage_options=lake.storage_options,
             target_file_size=target_file_size,
+            row_group_rows=row_group_rows,
         )
     except CommitFailedError as exc:
         raise CommitConflictError(f"commit to {layer}.{table} kept conflicting: {exc}") from exc
