@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files, write_tick_files
 from crypto_lakehouse.pipeline.executor import ExecutorKind, close_owner, make_executor
 from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
+from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_stage
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
 from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
     from crypto_lakehouse.sources.binance.listing import ArchiveObject
 
 log = structlog.get_logger(__name__)
+#: Zips up to this size (a daily 1m kline file is ~70 KB) are parsed in batches.
+SMALL_FILE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,9 @@ class IngestRequest:
     executor: ExecutorKind = "threads"
     dask_address: str | None = None
     refresh_quality: bool = True
+
+
+_Small = tuple[PlannedFile, ManifestEntry, Path, "ManifestEntry | None"]
 
 
 @dataclass(slots=True)
@@ -91,6 +98,7 @@ class _Run:
     )
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     plans: dict[str, PlannedFile] = field(default_factory=dict)
+    small: list[_Small] = field(default_factory=list)
 
 
 def _validate(request: IngestRequest, dataset: Dataset) -> None:
@@ -201,6 +209,7 @@ async def _run(run: _Run, request: IngestRequest, archive: ArchiveClient) -> Non
     finally:
         for task in tasks:
             task.cancel()
+    await _flush_small(run)
     await _commit_pending(run, force=True)
 
 
@@ -292,7 +301,7 @@ async def _process(
     except (TransientSourceError, SourceError) as exc:
         _fail(run, plan, "failed", f"download failed after retries: {exc}")
         return
-    await _parse(run, plan, entry, local, previous)
+    await _parse_or_batch(run, plan, entry, local, previous)
 
 
 async def _download(
@@ -317,6 +326,54 @@ async def _download(
     return entry, got.path
 
 
+def _task(run: _Run, plan: PlannedFile, entry: ManifestEntry, local: Path) -> ParseTask:
+    """Describe the parse of one file for a worker."""
+    interval = plan.key.split("/")[-2] if run.dataset.has_interval else None
+    return ParseTask(
+        market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
+        symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
+        revision=entry.revision, zip_path=str(local),
+        staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".arrow")),
+        chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started,
+    )  # fmt: skip
+
+
+async def _parse_or_batch(
+    run: _Run,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    local: Path,
+    previous: ManifestEntry | None,
+) -> None:
+    """Hold small bar files for a batch parse; parse anything else at once."""
+    if run.dataset.tick or entry.size > SMALL_FILE_BYTES:
+        await _parse(run, plan, entry, local, previous)
+        return
+    run.small.append((plan, entry, local, previous))
+    if len(run.small) >= run.settings.commit_batch_files:
+        await _flush_small(run)
+
+
+async def _flush_small(run: _Run) -> None:
+    """Parse the held small files in one pass; on any doubt, parse them one by one."""
+    batch, run.small = run.small, []
+    if not batch:
+        return
+    tasks = [_task(run, plan, entry, local) for plan, entry, local, _ in batch]
+    staged = str(run.workdir / "stage" / f"batch-{uuid.uuid4().hex}.arrow")
+    loop = asyncio.get_running_loop()
+    try:
+        parsed = await loop.run_in_executor(run.executor, parse_batch_to_stage, tasks, staged)
+    except (BatchRejected, FormatError, IntegrityError) as exc:
+        log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
+        for plan, entry, local, previous in batch:
+            await _parse(run, plan, entry, local, previous)
+        return
+    for one, (_, entry, _, previous) in zip(parsed, batch, strict=True):
+        run.parsed.append((one, entry, _superseded(previous, entry), None))
+    await _commit_pending(run, force=False)
+
+
 async def _parse(
     run: _Run,
     plan: PlannedFile,
@@ -325,16 +382,7 @@ async def _parse(
     previous: ManifestEntry | None,
 ) -> None:
     """Parse on the executor; queue the result for commit or quarantine the file."""
-    interval = None
-    if run.dataset.has_interval:
-        interval = plan.key.split("/")[-2]
-    task = ParseTask(
-        market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
-        symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
-        revision=entry.revision, zip_path=str(local),
-        staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".arrow")),
-        chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started,
-    )  # fmt: skip
+    task = _task(run, plan, entry, local)
     loop = asyncio.get_running_loop()
     try:
         if run.dataset.tick:

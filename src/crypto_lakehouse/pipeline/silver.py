@@ -60,7 +60,7 @@ def commit_files(lake: Lake, files: Sequence[ParsedFile]) -> int:
         raise ValueError("commit_files needs at least one file")
     dataset = get_dataset(files[0].task.market, files[0].task.data_type)
     schema = silver_arrow_schema(dataset)
-    staged = [p.task.staged_path for p in files if p.rows]
+    staged = list(dict.fromkeys(p.task.staged_path for p in files if p.rows))  # batches share
     predicate = " OR ".join(file_predicate(p) for p in files)
 
     def make_data() -> pa.RecordBatchReader:
