@@ -64,6 +64,7 @@ def build_lake(root: Path, symbols: int, days: int) -> dict[str, Any]:
     from crypto_lakehouse.datasets import get_dataset
     from crypto_lakehouse.storage import tables
     from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
 
     shutil.rmtree(root, ignore_errors=True)
     lake = Lake.at(str(root))
@@ -75,8 +76,10 @@ def build_lake(root: Path, symbols: int, days: int) -> dict[str, Any]:
         frame = silver_klines_year(symbol, FIRST_DAY, days, 1000 + index, ingested_at)
         for first in range(0, days, DAYS_PER_COMMIT):
             part = frame.slice(first * 1440, DAYS_PER_COMMIT * 1440)
+            # Same Parquet layout as the ingest's bar commits (16k-row groups).
             tables.append(lake, "silver", dataset.table, part.to_arrow(),
-                          partition_by=list(dataset.partition_by))  # fmt: skip
+                          partition_by=list(dataset.partition_by),
+                          row_group_rows=BAR_ROW_GROUP_ROWS)  # fmt: skip
             rows += part.height
             commits += 1
     meta = {"rows": rows, "commits": commits, "symbols": symbols, "days": days,

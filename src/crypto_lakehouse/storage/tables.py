@@ -123,6 +123,7 @@ def append(
     data: pa.Table,
     *,
     partition_by: list[str] | None = None,
+    row_group_rows: int | None = None,
 ) -> int:
     """Append rows in one commit (retried on conflicts) and return the new version."""
     uri = lake.table_uri(layer, table)
@@ -135,6 +136,7 @@ def append(
             partition_by=partition_by,
             storage_options=lake.storage_options,
             target_file_size=None,
+            row_group_rows=row_group_rows,
         )
     except CommitFailedError as exc:
         raise CommitConflictError(f"commit to {layer}.{table} kept conflicting: {exc}") from exc
