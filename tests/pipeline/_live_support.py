@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import inspect
 import io
 import json
 import zipfile
@@ -13,9 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from crypto_lakehouse.pipeline import ingest as ingest_module
-from crypto_lakehouse.pipeline import silver
-from crypto_lakehouse.pipeline.supersede import report_file_supersessions
 from crypto_lakehouse.query.engine import QueryEngine
 from crypto_lakehouse.storage.lake import Lake
 from tests.servers.archive_files import FIXTURE_TREE
@@ -25,7 +21,6 @@ from tests.servers.rest_server import RestServer
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import pytest
 
 NOW = datetime(2020, 1, 5, 6, tzinfo=UTC)
 KLINE_KEY = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-{}.zip"
@@ -83,34 +78,6 @@ def csv_from_rest(rows: Sequence[Sequence[Any]]) -> str:
 def query(root: str, sql: str) -> pl.DataFrame:
     """Run SQL over a lake root."""
     return QueryEngine(Lake.at(root)).sql(sql)
-
-
-def wire_supersessions(monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Call the supersession hook before each staged silver commit, unless ingest already does.
-
-    Returns:
-        True when the hook had to be patched in (ingest.py does not call it yet).
-    """
-    if "pipeline.supersede" in inspect.getsource(ingest_module):
-        return False
-    original = silver.commit_files
-
-    def commit_with_report(lake: Lake, files: Any) -> int:
-        for parsed in files:
-            report_file_supersessions(lake, parsed)
-        return original(lake, files)
-
-    monkeypatch.setattr(silver, "commit_files", commit_with_report)
-    tick_commit = getattr(ingest_module, "commit_tick_files", None)
-    if tick_commit is not None:
-
-        def tick_with_report(lake: Lake, dataset: Any, writes: Any) -> int:
-            for write in writes:
-                report_file_supersessions(lake, write.parsed, write)
-            return int(tick_commit(lake, dataset, writes))
-
-        monkeypatch.setattr(ingest_module, "commit_tick_files", tick_with_report)
-    return True
 
 
 def bronze_lines(root: Path, prefix: str) -> list[dict[str, Any]]:

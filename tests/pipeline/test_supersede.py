@@ -31,7 +31,6 @@ from tests.pipeline._live_support import (
     query,
     rest_rows,
     rest_server,
-    wire_supersessions,
 )
 from tests.servers.archive_files import FIXTURE_TREE, make_zip, publish
 
@@ -134,7 +133,6 @@ def test_archive_day_supersedes_rest_day_and_reports_the_changed_close(
     archive: ArchiveServer,
     rest_day3: RestServer,
     settings_for: Callable[..., Settings],
-    monkeypatch: pytest.MonkeyPatch,
     cli_logging: None,
 ) -> None:
     """Days 1-2 archive, day 3 REST; then `lakehouse ingest` of day 3 leaves no provisional row."""
@@ -146,7 +144,6 @@ def test_archive_day_supersedes_rest_day_and_reports_the_changed_close(
     assert [(d.day.day, d.rows) for d in filled.filled] == [(3, 1440)]
     lines = fixture_kline_lines(DAY3)
     publish(archive_root, KEY3, "\n".join(change_close(lines, 720, "7300.5")) + "\n")
-    wire_supersessions(monkeypatch)
     env = {"LAKEHOUSE_ROOT": root, "LAKEHOUSE_BINANCE_ARCHIVE_URL": archive.archive_url,
            "LAKEHOUSE_BINANCE_LISTING_URL": archive.listing_url}  # fmt: skip
     args = ["ingest", "spot", "klines", "--symbols", "BTCUSDT", "--interval", "1m",
@@ -166,7 +163,7 @@ def test_archive_day_supersedes_rest_day_and_reports_the_changed_close(
 
 
 def test_tick_archive_day_reports_against_provisional_trades(
-    tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings_for: Callable[..., Settings]
 ) -> None:
     """COIN-M aggTrades: a changed REST price and a REST-only trade are reported, then gone."""
     key = "data/futures/cm/daily/aggTrades/BTCUSD_PERP/BTCUSD_PERP-aggTrades-2026-05-08.zip"
@@ -183,7 +180,6 @@ def test_tick_archive_day_reports_against_provisional_trades(
     frame = to_silver(spec, agg_trades_frame("cm", "BTCUSD_PERP", rows), source="rest",
                       bronze_key="bronze/rest/x", ingested_at=NOW)  # fmt: skip
     assert write_provisional(lake, spec, frame) is not None
-    wire_supersessions(monkeypatch)
     request = IngestRequest("cm", "aggTrades", ("BTCUSD_PERP",), start=date(2026, 5, 8),
                             end=date(2026, 5, 8))  # fmt: skip
     assert asyncio.run(ingest(request, settings_for(lake.uri))).ok

@@ -11,7 +11,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +20,6 @@ import structlog
 
 from crypto_lakehouse.datasets import Dataset, get_dataset
 from crypto_lakehouse.exceptions import (
-    ChecksumMismatchError,
     ConfigurationError,
     FormatError,
     IntegrityError,
@@ -29,29 +28,31 @@ from crypto_lakehouse.exceptions import (
     TransientSourceError,
 )
 from crypto_lakehouse.pipeline import silver
-from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files, write_tick_files
+from crypto_lakehouse.pipeline.direct import write_tick_files
 from crypto_lakehouse.pipeline.executor import ExecutorKind, close_owner, make_executor
-from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
+from crypto_lakehouse.pipeline.ingest_run import (
+    IngestRun,
+    commit_pending,
+    quarantine_download,
+    record_failure,
+    superseded_event,
+)
+from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_stage
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
 from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
-from crypto_lakehouse.pipeline.supersede import report_file_supersessions
 from crypto_lakehouse.quality.refresh import refresh_after_ingest
 from crypto_lakehouse.sources.binance.archive import ArchiveClient
 from crypto_lakehouse.storage.bronze import (
     Manifest,
     ManifestEntry,
-    Status,
     bronze_path,
-    quarantine_path,
 )
 from crypto_lakehouse.storage.lake import Lake
 from crypto_lakehouse.storage.maintenance import auto_compact
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.sources.binance.listing import ArchiveObject
 
@@ -74,31 +75,6 @@ class IngestRequest:
     executor: ExecutorKind = "threads"
     dask_address: str | None = None
     refresh_quality: bool = True
-
-
-_Small = tuple[PlannedFile, ManifestEntry, Path, "ManifestEntry | None"]
-
-
-@dataclass(slots=True)
-class _Run:
-    """Mutable state of one run, shared by its tasks."""
-
-    lake: Lake
-    dataset: Dataset
-    settings: Settings
-    manifest: Manifest
-    executor: Executor
-    progress: ProgressSink
-    workdir: Path
-    started: datetime
-    result: IngestResult
-    pending_events: list[ManifestEntry] = field(default_factory=list)
-    parsed: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]] = (
-        field(default_factory=list)
-    )
-    commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    plans: dict[str, PlannedFile] = field(default_factory=dict)
-    small: list[_Small] = field(default_factory=list)
 
 
 def _validate(request: IngestRequest, dataset: Dataset) -> None:
@@ -148,7 +124,7 @@ async def ingest(
         request.executor, settings.workers, dask_address=request.dask_address
     )
     workdir = Path(tempfile.mkdtemp(prefix="lakehouse-ingest-"))
-    run = _Run(
+    run = IngestRun(
         lake=lake,
         dataset=dataset,
         settings=settings,
@@ -176,7 +152,7 @@ async def ingest(
     return run.result
 
 
-async def _run(run: _Run, request: IngestRequest, archive: ArchiveClient) -> None:
+async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
     """List, plan, process every file, then flush the last commit and manifest events."""
     planned, missing = await _discover(run.dataset, request, archive)
     run.plans = {p.key: p for p in (*planned, *missing)}
@@ -210,10 +186,10 @@ async def _run(run: _Run, request: IngestRequest, archive: ArchiveClient) -> Non
         for task in tasks:
             task.cancel()
     await _flush_small(run)
-    await _commit_pending(run, force=True)
+    await commit_pending(run, force=True)
 
 
-async def _compact(run: _Run) -> None:
+async def _compact(run: IngestRun) -> None:
     """Compact the partitions this table has filled with small files (one commit each)."""
     results = await asyncio.to_thread(
         auto_compact,
@@ -226,7 +202,7 @@ async def _compact(run: _Run) -> None:
         log.info("silver_compacted", table=run.dataset.table, result=str(result))
 
 
-async def _refresh_quality(run: _Run) -> None:
+async def _refresh_quality(run: IngestRun) -> None:
     """Recompute quality for the (symbol, day)s whose files changed state in this run.
 
     A failure here is reported on the result, never turned into a failed ingest: the data
@@ -276,7 +252,7 @@ async def _discover(
 
 
 async def _process(
-    run: _Run,
+    run: IngestRun,
     archive: ArchiveClient,
     plan: PlannedFile,
     action: str,
@@ -293,19 +269,19 @@ async def _process(
                 run.lake.get_file, entry.bronze_path, run.workdir / "bronze" / plan.key
             )
     except IntegrityError as exc:
-        await _quarantine_download(run, plan, exc)
+        await quarantine_download(run, plan, exc)
         return
     except NotFoundUpstreamError as exc:
-        _fail(run, plan, "missing_upstream", str(exc))
+        record_failure(run, plan, "missing_upstream", str(exc))
         return
     except (TransientSourceError, SourceError) as exc:
-        _fail(run, plan, "failed", f"download failed after retries: {exc}")
+        record_failure(run, plan, "failed", f"download failed after retries: {exc}")
         return
     await _parse_or_batch(run, plan, entry, local, previous)
 
 
 async def _download(
-    run: _Run, archive: ArchiveClient, plan: PlannedFile, previous: ManifestEntry | None
+    run: IngestRun, archive: ArchiveClient, plan: PlannedFile, previous: ManifestEntry | None
 ) -> tuple[ManifestEntry, Path]:
     """Download and verify a file, store it in bronze, and return its manifest entry."""
     assert plan.listed is not None
@@ -326,7 +302,7 @@ async def _download(
     return entry, got.path
 
 
-def _task(run: _Run, plan: PlannedFile, entry: ManifestEntry, local: Path) -> ParseTask:
+def _task(run: IngestRun, plan: PlannedFile, entry: ManifestEntry, local: Path) -> ParseTask:
     """Describe the parse of one file for a worker."""
     interval = plan.key.split("/")[-2] if run.dataset.has_interval else None
     return ParseTask(
@@ -339,7 +315,7 @@ def _task(run: _Run, plan: PlannedFile, entry: ManifestEntry, local: Path) -> Pa
 
 
 async def _parse_or_batch(
-    run: _Run,
+    run: IngestRun,
     plan: PlannedFile,
     entry: ManifestEntry,
     local: Path,
@@ -354,7 +330,7 @@ async def _parse_or_batch(
         await _flush_small(run)
 
 
-async def _flush_small(run: _Run) -> None:
+async def _flush_small(run: IngestRun) -> None:
     """Parse the held small files in one pass; on any doubt, parse them one by one."""
     batch, run.small = run.small, []
     if not batch:
@@ -370,12 +346,12 @@ async def _flush_small(run: _Run) -> None:
             await _parse(run, plan, entry, local, previous)
         return
     for one, (_, entry, _, previous) in zip(parsed, batch, strict=True):
-        run.parsed.append((one, entry, _superseded(previous, entry), None))
-    await _commit_pending(run, force=False)
+        run.parsed.append((one, entry, superseded_event(previous, entry), None))
+    await commit_pending(run, force=False)
 
 
 async def _parse(
-    run: _Run,
+    run: IngestRun,
     plan: PlannedFile,
     entry: ManifestEntry,
     local: Path,
@@ -404,98 +380,5 @@ async def _parse(
         run.progress.file_done(plan.key, "quarantined")
         log.warning("file_quarantined", key=plan.key, reason=reason)
         return
-    run.parsed.append((parsed, entry, _superseded(previous, entry), files))
-    await _commit_pending(run, force=False)
-
-
-def _superseded(previous: ManifestEntry | None, entry: ManifestEntry) -> ManifestEntry | None:
-    """Return the event retiring the previous revision when a new one was loaded."""
-    if previous is not None and previous.sha256 and previous.revision < entry.revision:
-        return previous.with_status("superseded", reason=f"replaced by rev {entry.revision}")
-    return None
-
-
-def _record_loaded(run: _Run, parsed: ParsedFile, entry: ManifestEntry, version: int) -> None:
-    """Queue the manifest event and the outcome of a file whose rows reached silver."""
-    run.pending_events.append(
-        entry.with_status(
-            "loaded", rows=parsed.rows, silver_version=version,
-            header=parsed.header or "", time_unit=parsed.time_unit or "",
-        )
-    )  # fmt: skip
-    run.result.files.append(
-        FileOutcome(parsed.task.key, "loaded", rows=parsed.rows, bytes=entry.size,
-                    revision=entry.revision, downloaded=True)
-    )  # fmt: skip
-    run.progress.file_done(parsed.task.key, "loaded")
-
-
-async def _commit_pending(run: _Run, *, force: bool) -> None:
-    """Commit queued files to silver when a batch is full (or at the end), then the manifest."""
-    async with run.commit_lock:
-        if not run.parsed and not (force and run.pending_events):
-            return
-        if run.parsed and (force or len(run.parsed) >= run.settings.commit_batch_files):
-            batch, run.parsed = run.parsed, []
-            version = await asyncio.to_thread(_commit_batch, run, batch)
-            for parsed, entry, superseded, _ in batch:
-                if superseded is not None:
-                    run.pending_events.append(superseded)
-                _record_loaded(run, parsed, entry, version)
-                Path(parsed.task.staged_path).unlink(missing_ok=True)
-            log.info("silver_committed", table=run.dataset.table, files=len(batch),
-                     version=version)  # fmt: skip
-        if run.pending_events and (force or not run.parsed):
-            events, run.pending_events = run.pending_events, []
-            await asyncio.to_thread(run.manifest.record, events)
-
-
-def _commit_batch(
-    run: _Run,
-    batch: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]],
-) -> int:
-    """Commit a batch: add worker-written tick files, or replace rows from staged files.
-
-    Provisional (REST/WS) rows that the archive rows are about to replace are compared with
-    them first, and every difference lands in `silver._supersessions`.
-    """
-    for parsed, _, _, write in batch:
-        report_file_supersessions(run.lake, parsed, write)
-    writes = [write for _, _, _, write in batch if write is not None]
-    if writes:
-        return commit_tick_files(run.lake, run.dataset, writes)
-    return silver.commit_files(run.lake, [parsed for parsed, _, _, _ in batch])
-
-
-async def _quarantine_download(run: _Run, plan: PlannedFile, exc: IntegrityError) -> None:
-    """Keep the bad bytes under quarantine/ and record why, so nothing is lost or loaded."""
-    status: Status = (
-        "checksum_mismatch" if isinstance(exc, ChecksumMismatchError) else "quarantined"
-    )
-    kept = ""
-    if exc.path is not None and exc.path.exists():
-        kept = quarantine_path(plan.key, datetime.now(UTC))
-        await asyncio.to_thread(run.lake.put_file, exc.path, kept)
-        exc.path.unlink(missing_ok=True)
-    reason = f"{type(exc).__name__}: {exc}"
-    run.pending_events.append(
-        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
-                      status, bronze_path=kept, reason=reason,
-                      etag=plan.listed.etag if plan.listed else "",
-                      last_modified=plan.listed.last_modified if plan.listed else "")
-    )  # fmt: skip
-    run.result.files.append(FileOutcome(plan.key, status, reason=reason))  # type: ignore[arg-type]
-    run.progress.file_done(plan.key, status)
-    log.warning("download_quarantined", key=plan.key, status=status, reason=reason)
-
-
-def _fail(run: _Run, plan: PlannedFile, outcome: str, reason: str) -> None:
-    """Record a file that could not be fetched; it is retried on the next run."""
-    status: Status = "failed" if outcome == "failed" else "missing_upstream"
-    run.pending_events.append(
-        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
-                      status, reason=reason)
-    )  # fmt: skip
-    run.result.files.append(FileOutcome(plan.key, outcome, reason=reason))  # type: ignore[arg-type]
-    run.progress.file_done(plan.key, outcome)
-    log.warning("download_failed", key=plan.key, reason=reason)
+    run.parsed.append((parsed, entry, superseded_event(previous, entry), files))
+    await commit_pending(run, force=False)

@@ -1,0 +1,153 @@
+"""State of one ingest run, and how file outcomes become commits and manifest events.
+
+`ingest.py` orchestrates; this module owns what a run accumulates (parsed files waiting for a
+commit, manifest events, the result) and the single place where silver commits happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from crypto_lakehouse.exceptions import ChecksumMismatchError
+from crypto_lakehouse.pipeline import silver
+from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
+from crypto_lakehouse.pipeline.plan import PlannedFile
+from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
+from crypto_lakehouse.pipeline.supersede import report_file_supersessions
+from crypto_lakehouse.storage.bronze import ManifestEntry, Status, quarantine_path
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.datasets import Dataset
+    from crypto_lakehouse.exceptions import IntegrityError
+    from crypto_lakehouse.pipeline.parse import ParsedFile
+    from crypto_lakehouse.pipeline.progress import ProgressSink
+    from crypto_lakehouse.storage.bronze import Manifest
+    from crypto_lakehouse.storage.lake import Lake
+
+log = structlog.get_logger(__name__)
+
+Small = tuple[PlannedFile, ManifestEntry, Path, "ManifestEntry | None"]
+
+
+@dataclass(slots=True)
+class IngestRun:
+    """Mutable state of one run, shared by its tasks."""
+
+    lake: Lake
+    dataset: Dataset
+    settings: Settings
+    manifest: Manifest
+    executor: Executor
+    progress: ProgressSink
+    workdir: Path
+    started: datetime
+    result: IngestResult
+    pending_events: list[ManifestEntry] = field(default_factory=list)
+    parsed: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]] = (
+        field(default_factory=list)
+    )
+    commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    plans: dict[str, PlannedFile] = field(default_factory=dict)
+    small: list[Small] = field(default_factory=list)
+
+
+def superseded_event(previous: ManifestEntry | None, entry: ManifestEntry) -> ManifestEntry | None:
+    """Return the event retiring the previous revision when a new one was loaded."""
+    if previous is not None and previous.sha256 and previous.revision < entry.revision:
+        return previous.with_status("superseded", reason=f"replaced by rev {entry.revision}")
+    return None
+
+
+def record_loaded(run: IngestRun, parsed: ParsedFile, entry: ManifestEntry, version: int) -> None:
+    """Queue the manifest event and the outcome of a file whose rows reached silver."""
+    run.pending_events.append(
+        entry.with_status(
+            "loaded", rows=parsed.rows, silver_version=version,
+            header=parsed.header or "", time_unit=parsed.time_unit or "",
+        )
+    )  # fmt: skip
+    run.result.files.append(
+        FileOutcome(parsed.task.key, "loaded", rows=parsed.rows, bytes=entry.size,
+                    revision=entry.revision, downloaded=True)
+    )  # fmt: skip
+    run.progress.file_done(parsed.task.key, "loaded")
+
+
+async def commit_pending(run: IngestRun, *, force: bool) -> None:
+    """Commit queued files to silver when a batch is full (or at the end), then the manifest."""
+    async with run.commit_lock:
+        if not run.parsed and not (force and run.pending_events):
+            return
+        if run.parsed and (force or len(run.parsed) >= run.settings.commit_batch_files):
+            batch, run.parsed = run.parsed, []
+            version = await asyncio.to_thread(_commit_batch, run, batch)
+            for parsed, entry, superseded, _ in batch:
+                if superseded is not None:
+                    run.pending_events.append(superseded)
+                record_loaded(run, parsed, entry, version)
+                Path(parsed.task.staged_path).unlink(missing_ok=True)
+            log.info("silver_committed", table=run.dataset.table, files=len(batch),
+                     version=version)  # fmt: skip
+        if run.pending_events and (force or not run.parsed):
+            events, run.pending_events = run.pending_events, []
+            await asyncio.to_thread(run.manifest.record, events)
+
+
+def _commit_batch(
+    run: IngestRun,
+    batch: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]],
+) -> int:
+    """Commit a batch: add worker-written tick files, or replace rows from staged files.
+
+    Provisional (REST/WS) rows that the archive rows are about to replace are compared with
+    them first, and every difference lands in `silver._supersessions`.
+    """
+    for parsed, _, _, write in batch:
+        report_file_supersessions(run.lake, parsed, write)
+    writes = [write for _, _, _, write in batch if write is not None]
+    if writes:
+        return commit_tick_files(run.lake, run.dataset, writes)
+    return silver.commit_files(run.lake, [parsed for parsed, _, _, _ in batch])
+
+
+async def quarantine_download(run: IngestRun, plan: PlannedFile, exc: IntegrityError) -> None:
+    """Keep the bad bytes under quarantine/ and record why, so nothing is lost or loaded."""
+    status: Status = (
+        "checksum_mismatch" if isinstance(exc, ChecksumMismatchError) else "quarantined"
+    )
+    kept = ""
+    if exc.path is not None and exc.path.exists():
+        kept = quarantine_path(plan.key, datetime.now(UTC))
+        await asyncio.to_thread(run.lake.put_file, exc.path, kept)
+        exc.path.unlink(missing_ok=True)
+    reason = f"{type(exc).__name__}: {exc}"
+    run.pending_events.append(
+        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
+                      status, bronze_path=kept, reason=reason,
+                      etag=plan.listed.etag if plan.listed else "",
+                      last_modified=plan.listed.last_modified if plan.listed else "")
+    )  # fmt: skip
+    run.result.files.append(FileOutcome(plan.key, status, reason=reason))  # type: ignore[arg-type]
+    run.progress.file_done(plan.key, status)
+    log.warning("download_quarantined", key=plan.key, status=status, reason=reason)
+
+
+def record_failure(run: IngestRun, plan: PlannedFile, outcome: str, reason: str) -> None:
+    """Record a file that could not be fetched; it is retried on the next run."""
+    status: Status = "failed" if outcome == "failed" else "missing_upstream"
+    run.pending_events.append(
+        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
+                      status, reason=reason)
+    )  # fmt: skip
+    run.result.files.append(FileOutcome(plan.key, outcome, reason=reason))  # type: ignore[arg-type]
+    run.progress.file_done(plan.key, outcome)
+    log.warning("download_failed", key=plan.key, reason=reason)
