@@ -21,6 +21,10 @@ INGESTS = [
     ["um", "fundingRate", "--symbols", "BTCUSDT", "--start", "2026-04-01", "--end", "2026-04-30"],
     ["cm", "aggTrades", "--symbols", "BTCUSD_PERP", "--start", "2026-05-08", "--end", "2026-05-08"],
 ]  # fmt: skip
+SCORES = """
+SELECT "table", symbol, count(*) AS days, min(score) AS worst, max(score) AS best
+FROM gold.quality GROUP BY ALL ORDER BY 1
+"""
 LANDED = """
 SELECT 'silver.spot_klines' AS "table", symbol, min(open_time)::DATE AS first_day,
        max(open_time)::DATE AS last_day, count(*) AS rows FROM silver.spot_klines
@@ -57,6 +61,8 @@ def main() -> int:
         print("\nsecond run: nothing is downloaded again", flush=True)
         failures += lakehouse("ingest", *INGESTS[0], env=env) != 0
         lakehouse("status", env=env)
+        print("\nquality of every symbol-day (0-100), computed after each ingest:", flush=True)
+        failures += lakehouse("sql", SCORES, env=env) != 0
         print("\nwhat landed:", flush=True)
         failures += lakehouse("sql", LANDED, env=env) != 0
     return 1 if failures else 0
