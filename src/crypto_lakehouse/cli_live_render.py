@@ -5,24 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 
-from crypto_lakehouse.cli_render import problems_table, stderr
+from crypto_lakehouse.cli_render import RichProgress, problems_table, stderr
 
 if TYPE_CHECKING:
     from datetime import date
-
-    from rich.text import Text
 
     from crypto_lakehouse.pipeline.live_results import (
         DayFill,
@@ -41,56 +34,12 @@ REST_STATUS_TEXT: dict[str, str] = {
 }
 
 
-class _CountOrBytes(ProgressColumn):
-    """Show `done/total` for counted tasks and sizes for the download task."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._count = MofNCompleteColumn()
-        self._bytes = DownloadColumn()
-
-    def render(self, task: Task) -> Text:
-        """Render one task's progress."""
-        column = self._bytes if task.fields.get("bytes") else self._count
-        return column.render(task)
-
-
-class UpdateProgressBars:
+class UpdateProgressBars(RichProgress):
     """Progress of `update` on stderr: archive files and bytes, then REST days."""
 
     def __init__(self) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            _CountOrBytes(),
-            TimeElapsedColumn(),
-            console=stderr,
-        )
-        self._files: TaskID | None = None
-        self._bytes: TaskID | None = None
+        super().__init__()
         self._days: TaskID | None = None
-
-    def __enter__(self) -> UpdateProgressBars:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def plan(self, files: int, total_bytes: int) -> None:
-        """Create the archive bars."""
-        self._files = self._progress.add_task("archive files", total=files)
-        self._bytes = self._progress.add_task("download", total=total_bytes or None, bytes=True)
-
-    def downloaded(self, nbytes: int) -> None:
-        """Advance the byte bar."""
-        if self._bytes is not None:
-            self._progress.advance(self._bytes, nbytes)
-
-    def file_done(self, key: str, outcome: str) -> None:
-        """Advance the file bar."""
-        if self._files is not None:
-            self._progress.advance(self._files, 1)
 
     def rest_plan(self, days: int) -> None:
         """Create the REST day bar."""

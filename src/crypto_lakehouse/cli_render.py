@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from rich.console import Console
 from rich.progress import (
@@ -13,6 +13,8 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -22,6 +24,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     import polars as pl
+    from rich.text import Text
 
     from crypto_lakehouse.pipeline.results import IngestResult
 
@@ -29,15 +32,28 @@ stdout = Console(width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True)
 
 
+class _CountOrBytes(ProgressColumn):
+    """Show `done/total` for counted tasks and sizes for byte tasks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = MofNCompleteColumn()
+        self._bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        """Render one task's progress."""
+        column = self._bytes if task.fields.get("bytes") else self._count
+        return column.render(task)
+
+
 class RichProgress:
-    """A ProgressSink drawing two bars on stderr: files, and bytes with the transfer rate."""
+    """A ProgressSink drawing bars on stderr: files, and bytes with the transfer rate."""
 
     def __init__(self) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            DownloadColumn(),
+            _CountOrBytes(),
             TransferSpeedColumn(),
             TimeElapsedColumn(),
             console=stderr,
@@ -46,7 +62,7 @@ class RichProgress:
         self._files: TaskID | None = None
         self._bytes: TaskID | None = None
 
-    def __enter__(self) -> RichProgress:
+    def __enter__(self) -> Self:
         self._progress.start()
         return self
 
@@ -56,7 +72,7 @@ class RichProgress:
     def plan(self, files: int, total_bytes: int) -> None:
         """Create the bars once the run knows its size."""
         self._files = self._progress.add_task("files", total=files)
-        self._bytes = self._progress.add_task("download", total=total_bytes or None)
+        self._bytes = self._progress.add_task("download", total=total_bytes or None, bytes=True)
 
     def downloaded(self, nbytes: int) -> None:
         """Advance the byte bar."""
