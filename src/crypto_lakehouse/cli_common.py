@@ -9,7 +9,7 @@ import typer
 from crypto_lakehouse import cli_render as render
 from crypto_lakehouse.config import Settings, load_settings
 
-state: dict[str, object] = {"debug": False, "root": None}
+state: dict[str, object] = {"debug": False}
 
 RootOption = Annotated[
     str | None, typer.Option("--root", help="Lake root (path or s3://bucket/prefix)")

@@ -43,16 +43,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """Copy of the real fixture archive tree."""
-    return copy_fixture_tree(tmp_path / "archive")
+def root(archive_root: Path) -> Path:
+    """Copy of the real fixture archive tree (the shared `archive_root` fixture)."""
+    return archive_root
 
 
 @pytest.fixture
-def server(root: Path) -> Iterator[ArchiveServer]:
-    """Running server over the fixture tree with the default page size."""
-    with ArchiveServer(root) as srv:
-        yield srv
+def server(archive: ArchiveServer) -> ArchiveServer:
+    """Running server over that tree with the default page size (the shared `archive`)."""
+    return archive
 
 
 @pytest.fixture

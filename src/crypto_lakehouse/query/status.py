@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -76,12 +76,7 @@ def manifest_summary(lake: Lake) -> tuple[pl.DataFrame, pl.DataFrame]:
         empty = pl.DataFrame(schema={"table": pl.String, "status": pl.String, "files": pl.Int64})
         return empty, pl.DataFrame(schema={"key": pl.String, "status": pl.String,
                                            "reason": pl.String})  # fmt: skip
-    frame = pl.DataFrame([vars_of(e) for e in current.values()])
+    frame = pl.DataFrame([asdict(e) for e in current.values()])
     counts = frame.group_by("table", "status").agg(pl.len().alias("files")).sort("table", "status")
     bad = frame.filter(pl.col("status").is_in(sorted(QUARANTINE_STATUSES | {"failed"})))
     return counts, bad.select("key", "status", "reason").sort("key")
-
-
-def vars_of(entry: object) -> dict[str, object]:
-    """Return a slotted dataclass as a dict."""
-    return {name: getattr(entry, name) for name in entry.__slots__}  # type: ignore[attr-defined]
