@@ -16,9 +16,13 @@ from typer.testing import CliRunner
 from crypto_lakehouse.cli import app
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
-from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
+from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.provisional import TableSpec, to_silver, write_provisional
-from crypto_lakehouse.pipeline.supersede import report_supersessions, supersession_summary
+from crypto_lakehouse.pipeline.supersede import (
+    report_batch_supersessions,
+    report_supersessions,
+    supersession_summary,
+)
 from crypto_lakehouse.pipeline.update import UpdateRequest, update
 from crypto_lakehouse.sources.binance.rest_frames import agg_trades_frame, klines_frame
 from crypto_lakehouse.storage.lake import Lake
@@ -108,6 +112,32 @@ def test_nothing_is_recorded_when_the_span_has_no_provisional_rows(tmp_path: Pat
     summary = report_supersessions(lake, get_dataset("spot", "klines"), archive, KEY3)
     assert summary.superseded_rows == 0 and summary.differences == 0
     assert supersession_summary(lake, "spot_klines") is None
+
+
+def fixture_day_parsed(tmp_path: Path, day: str) -> ParsedFile:
+    """Parse the real spot BTCUSDT 1m fixture file of a day into a staged file."""
+    key = KLINE_KEY.format(day)
+    task = ParseTask(
+        market="spot", data_type="klines", key=key, symbol="BTCUSDT", interval="1m",
+        period="daily", stamp=day, revision=1, zip_path=str(FIXTURE_TREE / key),
+        staged_path=str(tmp_path / f"{day}.arrow"), chunk_bytes=1 << 20,
+        ingested_at=datetime.now(UTC),
+    )  # fmt: skip
+    return parse_to_stage(task)
+
+
+def test_batch_probe_compares_only_files_whose_span_holds_provisional_rows(
+    tmp_path: Path,
+) -> None:
+    """Of two files in one commit batch, only the day with REST rows gets a report."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    batch = [(fixture_day_parsed(tmp_path, day), None) for day in ("2020-01-02", DAY3)]
+    assert report_batch_supersessions(lake, batch) == []  # no table yet
+    provisional_day(lake, change_close(fixture_kline_lines(DAY3)[:10], 4, "1.5"))
+    summaries = report_batch_supersessions(lake, batch)
+    assert [(s.superseded_rows, s.differences) for s in summaries] == [(10, 1)]
+    keys = query(lake.uri, "SELECT DISTINCT archive_key FROM silver._supersessions").to_series()
+    assert keys.to_list() == [KEY3]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
 from crypto_lakehouse.pipeline.plan import PlannedFile
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
-from crypto_lakehouse.pipeline.supersede import report_file_supersessions
+from crypto_lakehouse.pipeline.supersede import report_batch_supersessions
 from crypto_lakehouse.storage.bronze import ManifestEntry, Status, quarantine_path
 
 if TYPE_CHECKING:
@@ -111,8 +111,7 @@ def _commit_batch(
     Provisional (REST/WS) rows that the archive rows are about to replace are compared with
     them first, and every difference lands in `silver._supersessions`.
     """
-    for parsed, _, _, write in batch:
-        report_file_supersessions(run.lake, parsed, write)
+    report_batch_supersessions(run.lake, [(parsed, write) for parsed, _, _, write in batch])
     writes = [write for _, _, _, write in batch if write is not None]
     if writes:
         return commit_tick_files(run.lake, run.dataset, writes)

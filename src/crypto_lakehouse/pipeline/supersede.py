@@ -1,6 +1,6 @@
 """Provisional → final: compare provisional rows with the archive rows that replace them.
 
-Call `report_file_supersessions` (or `report_supersessions` with the parsed rows) right before
+Call `report_batch_supersessions` (or `report_supersessions` with the parsed rows) right before
 an archive commit. It reads the provisional rows of the span the archive file replaces and,
 only when there are some, compares them on the primary key with the archive rows: rows
 missing on either side and every differing value go to `silver._supersessions`, with one
@@ -31,6 +31,8 @@ from crypto_lakehouse.storage import tables
 from crypto_lakehouse.storage.partitions import scan
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from crypto_lakehouse.datasets import Dataset
     from crypto_lakehouse.pipeline.direct import DirectWrite
     from crypto_lakehouse.pipeline.parse import ParsedFile
@@ -306,6 +308,63 @@ def report_file_supersessions(
         return None
     frame = _archive_rows(lake, dataset, parsed, write)
     return report_supersessions(lake, dataset, frame, task.key, period=span)
+
+
+def report_batch_supersessions(
+    lake: Lake, batch: Sequence[tuple[ParsedFile, DirectWrite | None]]
+) -> list[SupersessionSummary]:
+    """Report the supersessions of a commit batch with one probe of the table.
+
+    Probing file by file opened the table once per file: with hundreds of small daily files
+    per commit that cost more than parsing them. One scan over each (symbol, interval)'s
+    union span finds the provisional rows of the whole batch; only files whose own span
+    holds some are compared (`report_file_supersessions`).
+    """
+    spans: list[tuple[ParsedFile, DirectWrite | None, Span]] = []
+    for parsed, write in batch:
+        span = file_span(parsed)
+        if parsed.rows and span is not None:
+            task = parsed.task
+            dataset = get_dataset(task.market, task.data_type)
+            interval = task.interval if dataset.has_interval else None
+            spans.append((parsed, write, Span(task.symbol, interval, *span)))
+    if not spans:
+        return []
+    first = spans[0][0].task
+    spec = TableSpec.of(get_dataset(first.market, first.data_type))
+    columns = ["symbol", *(["interval"] if spec.has_interval else []), spec.time_column]
+    probe = read_span(lake, spec, _union_spans(s for _, _, s in spans), provisional=True,
+                      columns=columns)  # fmt: skip
+    if probe.is_empty():
+        return []
+    summaries = []
+    for parsed, write, span in spans:
+        where = (pl.col("symbol") == span.symbol) & pl.col(spec.time_column).is_between(
+            span.start, span.end, closed="left"
+        )
+        if spec.has_interval:
+            where = where & (pl.col("interval") == (span.interval or ""))
+        if probe.filter(where).height:
+            summary = report_file_supersessions(lake, parsed, write)
+            if summary is not None:
+                summaries.append(summary)
+    return summaries
+
+
+def _union_spans(spans: Iterable[Span]) -> list[Span]:
+    """Return one span per (symbol, interval) covering all of its spans."""
+    union: dict[tuple[str, str | None], Span] = {}
+    for span in spans:
+        key = (span.symbol, span.interval)
+        seen = union.get(key)
+        union[key] = (
+            span
+            if seen is None
+            else Span(
+                span.symbol, span.interval, min(seen.start, span.start), max(seen.end, span.end)
+            )
+        )
+    return list(union.values())
 
 
 def _archive_rows(
