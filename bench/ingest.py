@@ -175,7 +175,8 @@ def run_small(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Return Settings overrides given on the command line."""
     values = {"parse_batch_mb": args.chunk_mb, "download_concurrency": args.download_concurrency,
-              "commit_batch_files": args.commit_batch_files}  # fmt: skip
+              "commit_batch_files": args.commit_batch_files,
+              "parse_batch_files": args.parse_batch_files}  # fmt: skip
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -230,6 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-mb", type=int, default=64, help="CSV MB per parse batch")
     parser.add_argument("--download-concurrency", type=int, default=None)
     parser.add_argument("--commit-batch-files", type=int, default=None)
+    parser.add_argument("--parse-batch-files", type=int, default=None)
     parser.add_argument("--compression", default="zstd", help="baseline Parquet codec")
     parser.add_argument(
         "--profile",

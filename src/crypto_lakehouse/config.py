@@ -33,7 +33,13 @@ class Settings(BaseSettings):
     memory_budget_mb: int = Field(default=2048, ge=64, description="Peak RSS budget for ingest")
     parse_batch_mb: int = Field(default=64, ge=1, description="CSV bytes parsed per batch")
     workers: int = Field(default=0, ge=0, description="Parser processes; 0 means one per core")
-    commit_batch_files: int = Field(default=64, ge=1, description="Small files per Delta commit")
+    parse_batch_files: int = Field(
+        default=64, ge=1, description="Small files parsed together in one pass"
+    )
+    # A commit costs a table open and a predicate scan whatever its size, so files wait for
+    # one: hundreds of daily files land in one commit, a monthly tick file in its own.
+    commit_batch_files: int = Field(default=1024, ge=1, description="Most files per Delta commit")
+    commit_batch_mb: int = Field(default=512, ge=1, description="CSV MB that trigger a commit")
     auto_compact: bool = Field(default=True, description="Compact partitions of small files")
     auto_compact_max_small_files: int = Field(default=16, ge=2)
 

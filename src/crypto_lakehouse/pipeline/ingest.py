@@ -1,6 +1,6 @@
 """Archive → bronze → silver for one dataset: list, decide, download, verify, parse, commit.
 
-Downloads run concurrently (asyncio + httpx), parsing runs on an executor (threads, spawned
+Downloads run concurrently (asyncio + aiohttp), parsing runs on an executor (threads, spawned
 processes or Dask), and one committer writes silver in batches. Per-file failures become
 outcomes on the result; the run always continues with the other files.
 """
@@ -326,7 +326,7 @@ async def _parse_or_batch(
         await _parse(run, plan, entry, local, previous)
         return
     run.small.append((plan, entry, local, previous))
-    if len(run.small) >= run.settings.commit_batch_files:
+    if len(run.small) >= run.settings.parse_batch_files:
         await _flush_small(run)
 
 

