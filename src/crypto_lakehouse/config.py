@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     memory_budget_mb: int = Field(default=2048, ge=64, description="Peak RSS budget for ingest")
     parse_batch_mb: int = Field(default=64, ge=1, description="CSV bytes parsed per batch")
     workers: int = Field(default=0, ge=0, description="Parser processes; 0 means one per core")
+    stream_parse: bool = Field(
+        default=True, description="Parse large tick files while they download"
+    )
     parse_batch_files: int = Field(
         default=64, ge=1, description="Small files parsed together in one pass"
     )

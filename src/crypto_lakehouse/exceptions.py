@@ -107,6 +107,11 @@ class NotAZipError(IntegrityError):
     """The body is not a zip archive (for example an HTML error page served with 200)."""
 
 
+class StreamedParseAborted(LakehouseError, TransientError):
+    """A parse that read a download while it was written lost its body (retried, cut, or a
+    differently laid out zip); the finished file is parsed again the ordinary way."""
+
+
 class FormatError(LakehouseError, TerminalError):
     """A file's rows do not match the dataset's schema; carries the first offending cell."""
 

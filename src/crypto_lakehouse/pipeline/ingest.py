@@ -37,6 +37,7 @@ from crypto_lakehouse.pipeline.ingest_run import (
     record_failure,
     superseded_event,
 )
+from crypto_lakehouse.pipeline.overlap import StreamedParse
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_stage
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
@@ -53,7 +54,10 @@ from crypto_lakehouse.storage.lake import Lake
 from crypto_lakehouse.storage.maintenance import auto_compact
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.sources.binance.growing import GrowingSource
     from crypto_lakehouse.sources.binance.listing import ArchiveObject
 
 log = structlog.get_logger(__name__)
@@ -134,6 +138,7 @@ async def ingest(
         workdir=workdir,
         started=datetime.now(UTC),
         result=IngestResult(table=dataset.table),
+        stream_capable=request.executor != "dask",
     )
     own_client = client is None
     archive = client or ArchiveClient(settings)
@@ -259,6 +264,9 @@ async def _process(
     previous: ManifestEntry | None,
 ) -> None:
     """Fetch (or reuse) one file, parse it on the executor, and queue it for commit."""
+    if action == "download" and _can_stream(run, plan, previous):
+        await _process_streamed(run, archive, plan, previous)
+        return
     try:
         if action == "download":
             entry, local = await _download(run, archive, plan, previous)
@@ -281,12 +289,16 @@ async def _process(
 
 
 async def _download(
-    run: IngestRun, archive: ArchiveClient, plan: PlannedFile, previous: ManifestEntry | None
+    run: IngestRun,
+    archive: ArchiveClient,
+    plan: PlannedFile,
+    previous: ManifestEntry | None,
+    on_body: Callable[[Path], None] | None = None,
 ) -> tuple[ManifestEntry, Path]:
     """Download and verify a file, store it in bronze, and return its manifest entry."""
     assert plan.listed is not None
     sha = await archive.fetch_checksum(plan.key)
-    got = await archive.download(plan.key, run.workdir / "download", sha)
+    got = await archive.download(plan.key, run.workdir / "download", sha, on_body=on_body)
     run.progress.downloaded(got.size)
     revision = 1
     if previous is not None and previous.sha256:
@@ -302,16 +314,78 @@ async def _download(
     return entry, got.path
 
 
-def _task(run: IngestRun, plan: PlannedFile, entry: ManifestEntry, local: Path) -> ParseTask:
+def _task(
+    run: IngestRun,
+    plan: PlannedFile,
+    revision: int,
+    local: Path,
+    growing: GrowingSource | None = None,
+) -> ParseTask:
     """Describe the parse of one file for a worker."""
     interval = plan.key.split("/")[-2] if run.dataset.has_interval else None
     return ParseTask(
         market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
         symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
-        revision=entry.revision, zip_path=str(local),
+        revision=revision, zip_path=str(local),
         staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".arrow")),
-        chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started,
+        chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started, growing=growing,
     )  # fmt: skip
+
+
+def _can_stream(run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None) -> bool:
+    """Tell whether a file's parse may follow its download.
+
+    Large tick files only (they take the direct path), on executors sharing this host's disk,
+    and only for a first revision: a later one's number depends on the checksum's outcome.
+    """
+    return (
+        run.settings.stream_parse
+        and run.stream_capable
+        and run.dataset.tick
+        and plan.listed is not None
+        and plan.listed.size > SMALL_FILE_BYTES
+        and (previous is None or not previous.sha256)
+    )
+
+
+async def _process_streamed(
+    run: IngestRun, archive: ArchiveClient, plan: PlannedFile, previous: ManifestEntry | None
+) -> None:
+    """Download one large tick file while a worker parses it; commit only a verified body."""
+    stream = StreamedParse(
+        run.executor,
+        lambda path, growing: _task(run, plan, 1, path, growing),
+        run.lake.table_uri(silver.SILVER, run.dataset.table),
+        run.lake.storage_options,
+        stall_seconds=run.settings.http_timeout_seconds * 2,
+    )
+    try:
+        entry, local = await _download(run, archive, plan, previous, on_body=stream.start)
+    except IntegrityError as exc:
+        await stream.abandon()
+        await quarantine_download(run, plan, exc)
+        return
+    except NotFoundUpstreamError as exc:
+        await stream.abandon()
+        record_failure(run, plan, "missing_upstream", str(exc))
+        return
+    except (TransientSourceError, SourceError) as exc:
+        await stream.abandon()
+        record_failure(run, plan, "failed", f"download failed after retries: {exc}")
+        return
+    except BaseException:
+        await asyncio.shield(stream.abandon())
+        raise
+    try:
+        written = await stream.finish(local)
+    except (FormatError, IntegrityError) as exc:
+        _quarantine_parsed(run, plan, entry, previous, exc)
+        return
+    if written is None:
+        await _parse(run, plan, entry, local, previous)
+        return
+    run.parsed.append((written.parsed, entry, superseded_event(previous, entry), written))
+    await commit_pending(run, force=False)
 
 
 async def _parse_or_batch(
@@ -335,7 +409,7 @@ async def _flush_small(run: IngestRun) -> None:
     batch, run.small = run.small, []
     if not batch:
         return
-    tasks = [_task(run, plan, entry, local) for plan, entry, local, _ in batch]
+    tasks = [_task(run, plan, entry.revision, local) for plan, entry, local, _ in batch]
     staged = str(run.workdir / "stage" / f"batch-{uuid.uuid4().hex}.arrow")
     loop = asyncio.get_running_loop()
     try:
@@ -358,7 +432,7 @@ async def _parse(
     previous: ManifestEntry | None,
 ) -> None:
     """Parse on the executor; queue the result for commit or quarantine the file."""
-    task = _task(run, plan, entry, local)
+    task = _task(run, plan, entry.revision, local)
     loop = asyncio.get_running_loop()
     try:
         if run.dataset.tick:
@@ -371,14 +445,25 @@ async def _parse(
             parsed = await loop.run_in_executor(run.executor, parse_to_stage, task)
             files = None
     except (FormatError, IntegrityError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        run.pending_events.append(entry.with_status("quarantined", reason=reason))
-        run.result.files.append(
-            FileOutcome(plan.key, "quarantined", bytes=entry.size, revision=entry.revision,
-                        reason=reason, downloaded=entry.status == "verified" and not previous)
-        )  # fmt: skip
-        run.progress.file_done(plan.key, "quarantined")
-        log.warning("file_quarantined", key=plan.key, reason=reason)
+        _quarantine_parsed(run, plan, entry, previous, exc)
         return
     run.parsed.append((parsed, entry, superseded_event(previous, entry), files))
     await commit_pending(run, force=False)
+
+
+def _quarantine_parsed(
+    run: IngestRun,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    previous: ManifestEntry | None,
+    exc: FormatError | IntegrityError,
+) -> None:
+    """Record a verified file whose rows could not be parsed; its bronze copy stays."""
+    reason = f"{type(exc).__name__}: {exc}"
+    run.pending_events.append(entry.with_status("quarantined", reason=reason))
+    run.result.files.append(
+        FileOutcome(plan.key, "quarantined", bytes=entry.size, revision=entry.revision,
+                    reason=reason, downloaded=entry.status == "verified" and not previous)
+    )  # fmt: skip
+    run.progress.file_done(plan.key, "quarantined")
+    log.warning("file_quarantined", key=plan.key, reason=reason)

@@ -58,6 +58,8 @@ class IngestRun:
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     plans: dict[str, PlannedFile] = field(default_factory=dict)
     small: list[Small] = field(default_factory=list)
+    #: Workers share this host's disk, so a parse may follow a download (not on Dask).
+    stream_capable: bool = False
 
 
 def superseded_event(previous: ManifestEntry | None, entry: ManifestEntry) -> ManifestEntry | None:

@@ -18,10 +18,16 @@ import pyarrow as pa
 from crypto_lakehouse.datasets import TIMESTAMP, Dataset, get_dataset
 from crypto_lakehouse.exceptions import FormatError
 from crypto_lakehouse.sources.binance.formats import TimeUnit, parse_chunk, split_header
-from crypto_lakehouse.sources.binance.zipstream import iter_csv_chunks, prefetch
+from crypto_lakehouse.sources.binance.zipstream import (
+    iter_csv_chunks,
+    iter_growing_csv_chunks,
+    prefetch,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from crypto_lakehouse.sources.binance.growing import GrowingSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,8 @@ class ParseTask:
     staged_path: str
     chunk_bytes: int
     ingested_at: datetime
+    #: Set when the zip is still being downloaded: read it as it grows (`growing`).
+    growing: GrowingSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +151,11 @@ class FileParser:
             FormatError: a bad cell, a short line, an epoch unit switch or an out-of-period row.
             TruncatedBodyError: the zip's member is corrupt.
         """
-        chunks = prefetch(iter_csv_chunks(Path(self.task.zip_path), self.task.chunk_bytes))
+        if self.task.growing is not None:
+            source = iter_growing_csv_chunks(self.task.growing, self.task.chunk_bytes)
+        else:
+            source = iter_csv_chunks(Path(self.task.zip_path), self.task.chunk_bytes)
+        chunks = prefetch(source)
         try:
             yield from self._parse(chunks)
         finally:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from threading import Thread
 from typing import TYPE_CHECKING
 
 import pytest
 
-from crypto_lakehouse.exceptions import FormatError, TruncatedBodyError
-from crypto_lakehouse.sources.binance.zipstream import iter_csv_chunks, prefetch
-from tests.servers.archive_files import make_zip
+from crypto_lakehouse.exceptions import FormatError, StreamedParseAborted, TruncatedBodyError
+from crypto_lakehouse.sources.binance.growing import GrowingSource, mark_ended
+from crypto_lakehouse.sources.binance.zipstream import (
+    iter_csv_chunks,
+    iter_growing_csv_chunks,
+    prefetch,
+)
+from tests.servers.archive_files import FIXTURE_TREE, make_zip
 from tests.servers.synthetic import kline_csv
 
 if TYPE_CHECKING:
@@ -65,3 +72,66 @@ def test_prefetch_reraises_producer_errors() -> None:
         for chunk in prefetch(broken()):  # type: ignore[arg-type]
             got.append(chunk)
     assert got == [b"a\n"]
+
+
+def _grow(path: Path, data: bytes, source: GrowingSource, *, ending: str = "done") -> Thread:
+    """Write a zip to `path` in slices from a thread, then mark the download's end."""
+
+    def run() -> None:
+        with path.open("ab") as out:
+            for start in range(0, len(data), 4096):
+                out.write(data[start : start + 4096])
+                out.flush()
+                time.sleep(0.001)
+        mark_ended(source, ending)  # type: ignore[arg-type]
+
+    thread = Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _streamed(tmp_path: Path, data: bytes, chunk_bytes: int = 8192) -> list[bytes]:
+    """Return the chunks of `iter_growing_csv_chunks` over `data` arriving in slices."""
+    path = tmp_path / "growing.zip"
+    path.write_bytes(b"")
+    source = GrowingSource(str(path))
+    writer = _grow(path, data, source)
+    try:
+        return list(iter_growing_csv_chunks(source, chunk_bytes))
+    finally:
+        writer.join()
+
+
+def test_growing_zip_streams_the_same_chunks_as_the_finished_file(tmp_path: Path) -> None:
+    """Reading while the zip arrives yields the CSV in newline-ended chunks, byte for byte."""
+    body = kline_csv("2020-01-01").encode()
+    chunks = _streamed(tmp_path, make_zip("a.csv", body))
+    assert len(chunks) > 5
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert b"".join(chunks) == body
+
+
+def test_growing_zip_with_data_descriptor_streams(tmp_path: Path) -> None:
+    """A real archive zip written with data descriptors (sizes after the data) streams too."""
+    fixture = FIXTURE_TREE.parent / "binance-updates" / "2022-04-21_aggregate_trade_updates.zip"
+    data = fixture.read_bytes()
+    (tmp_path / "done.zip").write_bytes(data)
+    expected = b"".join(iter_csv_chunks(tmp_path / "done.zip", 1 << 20))
+    assert b"".join(_streamed(tmp_path, data, 1 << 20)) == expected
+    assert expected.count(b"\n") > 100
+
+
+def test_growing_zip_that_cannot_stream_asks_for_the_ordinary_parse(tmp_path: Path) -> None:
+    """A resource fork stored before the CSV is not guessed at: the caller falls back."""
+    data = make_zip("__MACOSX/._a.csv", b"\x00junk", extra_members={"a.csv": b"1,2\n"})
+    with pytest.raises(StreamedParseAborted, match="not the CSV"):
+        _streamed(tmp_path, data)
+
+
+def test_growing_zip_with_a_bad_crc_is_truncated(tmp_path: Path) -> None:
+    """A member whose central directory CRC disagrees with the streamed bytes is refused."""
+    data = bytearray(make_zip("a.csv", kline_csv("2020-01-01").encode()))
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 16 : central + 20] = b"\x00\x00\x00\x00"  # the directory's CRC-32
+    with pytest.raises(TruncatedBodyError, match="CRC"):
+        _streamed(tmp_path, bytes(data))

@@ -224,11 +224,20 @@ class ArchiveClient:
         """Build a download URL, e.g. `https://data.binance.vision/data/spot/...zip`."""
         return f"{self._settings.binance_archive_url.rstrip('/')}/{key}"
 
-    async def download(self, key: str, dest_dir: Path, expected_sha256: str) -> Download:
+    async def download(
+        self,
+        key: str,
+        dest_dir: Path,
+        expected_sha256: str,
+        *,
+        on_body: Callable[[Path], None] | None = None,
+    ) -> Download:
         """Stream one zip to a temp file in `dest_dir`, verify it, and return it.
 
         The body is hashed while streaming. Short bodies and broken connections are retried;
         a checksum mismatch is downloaded once more (a CDN may serve a stale copy).
+        `on_body(path)` is called when a body starts arriving at `path` (once per try), so a
+        reader may follow the file as it grows; only the returned file is verified.
 
         Raises:
             ChecksumMismatchError, TruncatedBodyError, NotAZipError: `exc.path` holds the bad
@@ -237,7 +246,7 @@ class ArchiveClient:
             TransientSourceError: 5xx or 429 still failing after every retry.
         """
         for try_number in (1, 2):
-            result = await self._download_with_retries(key, dest_dir)
+            result = await self._download_with_retries(key, dest_dir, on_body)
             _check_zip(result)
             if result.sha256 == expected_sha256:
                 return result
@@ -252,18 +261,22 @@ class ArchiveClient:
             )
         raise AssertionError("unreachable")
 
-    async def _download_with_retries(self, key: str, dest_dir: Path) -> Download:
+    async def _download_with_retries(
+        self, key: str, dest_dir: Path, on_body: Callable[[Path], None] | None
+    ) -> Download:
         """Run `_stream_once` under the retry policy; a body still short at the end is truncated."""
         try:
             async for attempt in self._retrying():
                 with attempt:
                     async with self._semaphore:
-                        return await self._stream_once(key, dest_dir)
+                        return await self._stream_once(key, dest_dir, on_body)
         except _ShortBodyError as exc:
             raise TruncatedBodyError(f"truncated download: {exc}", key=key) from exc
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def _stream_once(self, key: str, dest_dir: Path) -> Download:
+    async def _stream_once(
+        self, key: str, dest_dir: Path, on_body: Callable[[Path], None] | None = None
+    ) -> Download:
         """Perform one streaming GET into a temp file, hashing as bytes arrive."""
         url = self._download_url(key)
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -277,6 +290,8 @@ class ArchiveClient:
                     _raise_for_status(response, url)
                     expected = int(response.headers.get("Content-Length", "-1"))
                     content_type = response.headers.get("Content-Type", "")
+                    if on_body is not None and "html" not in content_type.lower():
+                        on_body(tmp)
                     try:
                         async for block in response.content.iter_chunked(_CHUNK):
                             digest.update(block)

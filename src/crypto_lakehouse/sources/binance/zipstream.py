@@ -6,15 +6,16 @@ import queue
 import struct
 import threading
 import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from isal import isal_zlib
 
-from crypto_lakehouse.exceptions import FormatError, TruncatedBodyError
+from crypto_lakehouse.exceptions import FormatError, StreamedParseAborted, TruncatedBodyError
+from crypto_lakehouse.sources.binance.growing import GrowingReader, GrowingSource
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
-    from pathlib import Path
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -57,23 +58,108 @@ def iter_csv_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
         raise TruncatedBodyError(f"not a complete zip archive: {exc}") from exc
     with archive, path.open("rb") as raw:
         info = csv_member(archive)
-        pieces: list[bytes] = []
-        size = 0
-        for piece in _inflate(raw, info, max(chunk_bytes // 4, 4096)):
-            pieces.append(piece)
-            size += len(piece)
-            if size < chunk_bytes:
-                continue
-            cut = piece.rfind(b"\n")
-            if cut < 0:
-                continue
-            pieces[-1] = piece[: cut + 1]
-            yield b"".join(pieces)
-            rest = piece[cut + 1 :]
-            pieces, size = ([rest], len(rest)) if rest else ([], 0)
-        tail = b"".join(pieces)
-        if tail and not tail.isspace():
-            yield tail if tail.endswith(b"\n") else tail + b"\n"
+        yield from _line_chunks(_inflate(raw, info, max(chunk_bytes // 4, 4096)), chunk_bytes)
+
+
+def iter_growing_csv_chunks(source: GrowingSource, chunk_bytes: int) -> Iterator[bytes]:
+    """Like `iter_csv_chunks`, but over a zip still being downloaded (see `growing`).
+
+    The member is read from the first local header as bytes arrive, so the central directory
+    at the end is not needed to start. Once the download is done, the member's name, size and
+    CRC-32 are checked against the central directory like `iter_csv_chunks` does.
+
+    Raises:
+        StreamedParseAborted: the download was abandoned, or the zip is not laid out for
+            streaming (first member not the CSV, stored with a data descriptor); parse the
+            finished file with `iter_csv_chunks` instead.
+        TruncatedBodyError: the member is corrupt or does not match the central directory.
+    """
+    with GrowingReader(source) as raw:
+        name, method = _read_local_header(raw)
+        if name.startswith("__MACOSX/") or not name.lower().endswith(".csv"):
+            raise StreamedParseAborted(f"first zip member {name} is not the CSV")
+        if method != zipfile.ZIP_DEFLATED:
+            raise StreamedParseAborted(f"zip member {name} is not deflated")
+        pieces = _StreamInflater(raw, name, max(chunk_bytes // 4, 4096))
+        yield from _line_chunks(pieces.chunks(), chunk_bytes)
+        raw.wait_until_ended()
+    _verify_streamed(Path(source.path), name, pieces.crc, pieces.produced)
+
+
+def _read_local_header(raw: GrowingReader) -> tuple[str, int]:
+    """Read the first local file header; return the member name and compression method."""
+    header = raw.read_exact(_LOCAL_HEADER.size)
+    if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
+        raise TruncatedBodyError("body does not start with a zip local header")
+    fields = _LOCAL_HEADER.unpack(header)
+    flags, method, name_len, extra_len = fields[2], fields[3], fields[9], fields[10]
+    name_bytes = raw.read_exact(name_len)
+    raw.read_exact(extra_len)
+    name = name_bytes.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+    return name, method
+
+
+class _StreamInflater:
+    """Inflate one member from a growing reader until its deflate stream ends."""
+
+    def __init__(self, raw: GrowingReader, name: str, max_piece: int) -> None:
+        self._raw = raw
+        self._name = name
+        self._max_piece = max_piece
+        self.crc = 0
+        self.produced = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield inflated pieces, folding each into the CRC-32 and size."""
+        inflater = isal_zlib.decompressobj(-15)
+        try:
+            while not inflater.eof:
+                block = self._raw.read(_READ_SIZE)
+                if not block:
+                    raise TruncatedBodyError(f"zip member {self._name} ends early")
+                for out in _bounded(inflater, block, self._max_piece):
+                    self.crc = isal_zlib.crc32(out, self.crc)
+                    self.produced += len(out)
+                    yield out
+        except _INFLATE_ERRORS as exc:
+            raise TruncatedBodyError(f"zip member {self._name} is corrupt: {exc}") from exc
+
+
+def _verify_streamed(path: Path, name: str, crc: int, produced: int) -> None:
+    """Check a streamed member against the finished zip's central directory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = csv_member(archive)
+    except zipfile.BadZipFile as exc:
+        raise TruncatedBodyError(f"not a complete zip archive: {exc}") from exc
+    if info.filename != name or info.header_offset != 0:
+        raise StreamedParseAborted(f"streamed member {name}, but the CSV is {info.filename}")
+    if produced != info.file_size or (crc & 0xFFFFFFFF) != info.CRC:
+        raise TruncatedBodyError(
+            f"zip member {name} inflated to {produced} bytes with a bad CRC "
+            f"(expected {info.file_size} bytes)"
+        )
+
+
+def _line_chunks(pieces: Iterator[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    """Regroup inflated pieces into chunks of about `chunk_bytes` that end at a newline."""
+    parts: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        parts.append(piece)
+        size += len(piece)
+        if size < chunk_bytes:
+            continue
+        cut = piece.rfind(b"\n")
+        if cut < 0:
+            continue
+        parts[-1] = piece[: cut + 1]
+        yield b"".join(parts)
+        rest = piece[cut + 1 :]
+        parts, size = ([rest], len(rest)) if rest else ([], 0)
+    tail = b"".join(parts)
+    if tail and not tail.isspace():
+        yield tail if tail.endswith(b"\n") else tail + b"\n"
 
 
 def _bounded(inflater: Any, block: bytes, max_piece: int) -> Iterator[bytes]:
