@@ -44,7 +44,7 @@ from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, sele
 from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
 from crypto_lakehouse.quality.refresh import refresh_after_ingest
-from crypto_lakehouse.sources.binance.archive import ArchiveClient
+from crypto_lakehouse.sources.binance.archive import ArchiveClient, Body, Download
 from crypto_lakehouse.storage.bronze import (
     Manifest,
     ManifestEntry,
@@ -295,23 +295,46 @@ async def _download(
     previous: ManifestEntry | None,
     on_body: Callable[[Path], None] | None = None,
 ) -> tuple[ManifestEntry, Path]:
-    """Download and verify a file, store it in bronze, and return its manifest entry."""
+    """Download and verify a file, store it in bronze, and return its manifest entry.
+
+    Small files are fetched into memory and written once, to bronze; on a local lake the
+    parse then reads that bronze object (it never changes), elsewhere a local copy.
+    """
     assert plan.listed is not None
     sha = await archive.fetch_checksum(plan.key)
-    got = await archive.download(plan.key, run.workdir / "download", sha, on_body=on_body)
+    got: Download | Body
+    if plan.listed.size <= SMALL_FILE_BYTES and on_body is None:
+        got = await archive.fetch(plan.key, sha, run.workdir / "download")
+    else:
+        got = await archive.download(plan.key, run.workdir / "download", sha, on_body=on_body)
     run.progress.downloaded(got.size)
     revision = 1
     if previous is not None and previous.sha256:
         revision = previous.revision if previous.sha256 == got.sha256 else previous.revision + 1
     path = bronze_path(plan.key, revision)
-    await asyncio.to_thread(run.lake.put_file, got.path, path)
+    if isinstance(got, Body):
+        local = await asyncio.to_thread(_store_body, run, got, path)
+    else:
+        await asyncio.to_thread(run.lake.put_file, got.path, path)
+        local = got.path
     entry = ManifestEntry(
         key=plan.key, table=run.dataset.table, symbol=plan.symbol, period=plan.period,
         stamp=plan.stamp, status="verified", revision=revision, bronze_path=path,
         sha256=got.sha256, size=got.size, etag=plan.listed.etag,
         last_modified=plan.listed.last_modified,
     )  # fmt: skip
-    return entry, got.path
+    return entry, local
+
+
+def _store_body(run: IngestRun, body: Body, path: str) -> Path:
+    """Write a verified in-memory body to bronze; return a local file the parse can read."""
+    run.lake.put_bytes(body.data, path)
+    if not run.lake.is_s3:
+        return Path(run.lake.uri) / path
+    local = run.workdir / "download" / path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(body.data)
+    return local
 
 
 def _task(

@@ -85,15 +85,19 @@ class Lake:
     def put_file(self, local: Path, relative: str) -> None:
         """Store a local file at `relative` atomically: readers see all of it or nothing.
 
-        Local disk: copy to a temp name in the target folder, then rename. S3: a single PUT
-        is atomic by itself.
+        Local disk: a hard link (or, across filesystems, a copy) at a temp name in the target
+        folder, then a rename; `local` must not be modified afterwards. S3: a single PUT is
+        atomic by itself.
         """
         if not self.is_s3:
             target = Path(self.uri) / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
             try:
-                shutil.copyfile(local, tmp)
+                try:
+                    os.link(local, tmp)
+                except OSError:  # another filesystem, or links not supported
+                    shutil.copyfile(local, tmp)
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -102,6 +106,25 @@ class Lake:
         try:
             with local.open("rb") as source, fs.open_output_stream(f"{base}/{relative}") as sink:
                 shutil.copyfileobj(source, sink, 8 << 20)
+        except OSError as exc:
+            raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
+
+    def put_bytes(self, data: bytes, relative: str) -> None:
+        """Store bytes at `relative` atomically (temp name and rename; one PUT on S3)."""
+        if not self.is_s3:
+            target = Path(self.uri) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return
+        fs, base = self.filesystem()
+        try:
+            with fs.open_output_stream(f"{base}/{relative}") as sink:
+                sink.write(data)
         except OSError as exc:
             raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import random
 import tempfile
 import zipfile
+from collections import deque
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from crypto_lakehouse.exceptions import (
     ChecksumMismatchError,
+    IntegrityError,
     NotAZipError,
     NotFoundUpstreamError,
     RateLimitedError,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 _ZIP_MAGIC = b"PK\x03\x04"
 _CHUNK = 1 << 20
+_TAIL_BYTES = (64 << 10) + 22 + 1024  # largest zip comment + end record, with margin
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,9 @@ class Download:
     size: int
     etag: str
     last_modified: str
+    #: The body's first bytes and last `_TAIL_BYTES`, kept so the zip checks read no file.
+    head: bytes = b""
+    tail: bytes = b""
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -120,6 +127,7 @@ class ArchiveClient:
         self._owns_session = session is None
         self._session = session
         self._semaphore = asyncio.Semaphore(settings.download_concurrency)
+        self._made_dirs: set[Path] = set()
         self._sleep = sleep or asyncio.sleep
 
     def _http(self) -> aiohttp.ClientSession:
@@ -224,6 +232,73 @@ class ArchiveClient:
         """Build a download URL, e.g. `https://data.binance.vision/data/spot/...zip`."""
         return f"{self._settings.binance_archive_url.rstrip('/')}/{key}"
 
+    async def fetch(self, key: str, expected_sha256: str, spill_dir: Path) -> Body:
+        """Fetch a small zip into memory and verify it exactly like `download` does.
+
+        Hundreds of daily files paid more for their temp files than for their bytes; a body
+        of a few hundred KB is cheaper held in memory and written once, where it belongs.
+
+        Raises:
+            ChecksumMismatchError, TruncatedBodyError, NotAZipError: the bad bytes are written
+                to a file in `spill_dir`, named by `exc.path`, for quarantine.
+            NotFoundUpstreamError: 404.
+            TransientSourceError: 5xx or 429 still failing after every retry.
+        """
+        for try_number in (1, 2):
+            body = await self._fetch_with_retries(key, spill_dir)
+            try:
+                _check_zip(key, body.data[:4], body.data[-_TAIL_BYTES:])
+            except IntegrityError as exc:
+                exc.path = _spill(spill_dir, body.data)
+                raise
+            if body.sha256 == expected_sha256:
+                return body
+            if try_number == 2:
+                raise ChecksumMismatchError(
+                    f"sha256 {body.sha256} differs from CHECKSUM {expected_sha256} "
+                    "(downloaded twice)",
+                    key=key,
+                    path=_spill(spill_dir, body.data),
+                )
+        raise AssertionError("unreachable")
+
+    async def _fetch_with_retries(self, key: str, spill_dir: Path) -> Body:
+        """Run `_fetch_once` under the retry policy; a body still short at the end is truncated."""
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    async with self._semaphore:
+                        return await self._fetch_once(key, spill_dir)
+        except _ShortBodyError as exc:
+            raise TruncatedBodyError(f"truncated download: {exc}", key=key) from exc
+        raise AssertionError("unreachable: tenacity reraises")
+
+    async def _fetch_once(self, key: str, spill_dir: Path) -> Body:
+        """Perform one GET of a small body into memory."""
+        url = self._download_url(key)
+        try:
+            async with self._http().get(url) as response:
+                _raise_for_status(response, url)
+                expected = int(response.headers.get("Content-Length", "-1"))
+                content_type = response.headers.get("Content-Type", "")
+                try:
+                    data = await response.read()
+                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                    raise _ShortBodyError(f"body of {key} cut short", url=url) from exc
+                etag = response.headers.get("ETag", "").strip('"')
+                modified = response.headers.get("Last-Modified", "")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientSourceError(f"{type(exc).__name__} downloading {url}", url=url) from exc
+        if 0 <= expected != len(data):
+            raise _ShortBodyError(f"{key}: got {len(data)} of {expected} bytes", url=url)
+        if "html" in content_type.lower():
+            raise NotAZipError(
+                f"{key}: server sent {content_type}, not a zip",
+                key=key,
+                path=_spill(spill_dir, data),
+            )
+        return Body(key, data, hashlib.sha256(data).hexdigest(), etag, modified)
+
     async def download(
         self,
         key: str,
@@ -247,7 +322,7 @@ class ArchiveClient:
         """
         for try_number in (1, 2):
             result = await self._download_with_retries(key, dest_dir, on_body)
-            _check_zip(result)
+            _check_zip(key, result.head, result.tail, result.path)
             if result.sha256 == expected_sha256:
                 return result
             if try_number == 1:
@@ -279,11 +354,16 @@ class ArchiveClient:
     ) -> Download:
         """Perform one streaming GET into a temp file, hashing as bytes arrive."""
         url = self._download_url(key)
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        if dest_dir not in self._made_dirs:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(dest_dir)
         fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=".part-", suffix=".zip")
         tmp = Path(tmp_name)
         digest = hashlib.sha256()
         received = 0
+        last: deque[bytes] = deque()
+        kept = 0
+        head = b""
         try:
             with os.fdopen(fd, "wb") as out:
                 async with self._http().get(url) as response:
@@ -296,7 +376,13 @@ class ArchiveClient:
                         async for block in response.content.iter_chunked(_CHUNK):
                             digest.update(block)
                             out.write(block)
+                            if not received:
+                                head = block[:4]
                             received += len(block)
+                            last.append(block)
+                            kept += len(block)
+                            while kept - len(last[0]) >= _TAIL_BYTES:
+                                kept -= len(last.popleft())
                     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                         raise _ShortBodyError(
                             f"body of {key} cut after {received} of {expected} bytes", url=url
@@ -314,24 +400,49 @@ class ArchiveClient:
             raise _ShortBodyError(f"{key}: got {received} of {expected} bytes", url=url)
         if "html" in content_type.lower():
             raise NotAZipError(f"{key}: server sent {content_type}, not a zip", key=key, path=tmp)
-        return Download(key, tmp, digest.hexdigest(), received, etag, modified)
+        tail = b"".join(last)[-_TAIL_BYTES:]
+        return Download(key, tmp, digest.hexdigest(), received, etag, modified, head, tail)
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A small archive file fetched into memory and verified (no temp file on the way)."""
+
+    key: str
+    data: bytes
+    sha256: str
+    etag: str
+    last_modified: str
+
+    @property
+    def size(self) -> int:
+        """Return the body's length in bytes."""
+        return len(self.data)
 
 
 class _ShortBodyError(TransientSourceError):
     """The body ended before Content-Length: retried, then reported as truncated."""
 
 
-def _check_zip(result: Download) -> None:
-    """Raise NotAZipError or TruncatedBodyError when the body is not a complete zip."""
-    with result.path.open("rb") as handle:
-        head = handle.read(4)
+def _check_zip(key: str, head: bytes, tail: bytes, path: Path | None = None) -> None:
+    """Raise NotAZipError or TruncatedBodyError when a body is not a complete zip.
+
+    Looks only at the body's first bytes and its last `_TAIL_BYTES` (kept while streaming):
+    the end-of-central-directory record sits in the last 64 KiB + 22 bytes of any zip,
+    which is all `zipfile.is_zipfile` reads.
+    """
     if head != _ZIP_MAGIC:
-        raise NotAZipError(
-            f"{result.key}: body starts with {head!r}, not a zip", key=result.key, path=result.path
-        )
-    if not zipfile.is_zipfile(result.path):
+        raise NotAZipError(f"{key}: body starts with {head!r}, not a zip", key=key, path=path)
+    if not zipfile.is_zipfile(io.BytesIO(tail)):
         raise TruncatedBodyError(
-            f"{result.key}: zip has no central directory (truncated)",
-            key=result.key,
-            path=result.path,
+            f"{key}: zip has no central directory (truncated)", key=key, path=path
         )
+
+
+def _spill(folder: Path, data: bytes) -> Path:
+    """Write a bad in-memory body to a file so it can be quarantined like a download."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".bad-", suffix=".zip")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return Path(name)
