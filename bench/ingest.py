@@ -228,7 +228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--executors", default="processes,threads", help="comma-separated: processes,threads,dask"
     )
     parser.add_argument("--workers", type=int, default=0, help="parse workers (0 = cores)")
-    parser.add_argument("--chunk-mb", type=int, default=64, help="CSV MB per parse batch")
+    parser.add_argument("--chunk-mb", type=int, default=16,
+                        help="CSV MB per parse batch, pipeline and baseline alike (16)")  # fmt: skip
     parser.add_argument("--download-concurrency", type=int, default=None)
     parser.add_argument("--commit-batch-files", type=int, default=None)
     parser.add_argument("--parse-batch-files", type=int, default=None)
