@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import io
+import os
 import pstats
 import shutil
 import struct
@@ -36,6 +37,8 @@ def _quiet() -> None:
     from crypto_lakehouse.ops.logging import configure_logging
 
     configure_logging("WARNING", json=True)
+    # Dask's worker processes configure their own logging from dask's config (inherited env).
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = "error"
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

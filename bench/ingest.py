@@ -83,6 +83,7 @@ def _ingest_rows(
 
     rows = []
     with ArchiveServer(tree.root) as server:
+        server.warm_etags()
         for executor in executors:
             lake = Path(tempfile.mkdtemp(prefix=f"lake-{scenario}-", dir=WORK))
             try:
@@ -108,6 +109,7 @@ def _profile(tree: Tree, request: dict[str, Any], top: int) -> dict[str, Any]:
     from tests.servers.archive_server import ArchiveServer
 
     with ArchiveServer(tree.root) as server:
+        server.warm_etags()
         measured = run_measured(stages_run, server.archive_url, server.listing_url,
                                 list(tree.keys), request, top)  # fmt: skip
     if measured.error:
@@ -229,7 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=0, help="parse workers (0 = cores)")
     parser.add_argument("--chunk-mb", type=int, default=16,
-                        help="CSV MB per parse batch, pipeline and baseline alike (16)")  # fmt: skip
+                        help="CSV MB per parse batch, pipeline and baseline (16)")  # fmt: skip
     parser.add_argument("--download-concurrency", type=int, default=None)
     parser.add_argument("--commit-batch-files", type=int, default=None)
     parser.add_argument("--parse-batch-files", type=int, default=None)

@@ -672,3 +672,12 @@ def test_copy_fixture_tree_copies_real_files_untouched(tmp_path: Path) -> None:
     publish(dst, ZIP_KEY, "changed\n")
     assert (FIXTURE_TREE / ZIP_KEY).read_bytes() != (dst / ZIP_KEY).read_bytes()
 
+
+
+def test_warm_etags_hashes_every_file_up_front(
+        server: ArchiveServer, client: httpx.Client, root: Path) -> None:
+    """Warming computes each object's quoted MD5 once; the served ETag is that digest."""
+    count = server.warm_etags()
+    assert count == sum(1 for p in root.rglob("*") if p.is_file())
+    expected = '"' + hashlib.md5((root / ZIP_PATH.lstrip("/")).read_bytes()).hexdigest() + '"'
+    assert client.head(server.archive_url + ZIP_PATH).headers["etag"] == expected
