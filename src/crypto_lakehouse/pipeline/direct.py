@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
     from crypto_lakehouse.datasets import Dataset
 
-_STAT_KINDS = (pl.Int64, pl.Float64, pl.Datetime, pl.Date)
+#: Column types given min/max statistics. Readers (delta-rs, the pyarrow dataset of a Delta
+#: table) prune files on them: a column without them must not look like "all null".
+_STAT_KINDS = (pl.Int64, pl.Float64, pl.Datetime, pl.Date, pl.Boolean, pl.String, pl.Categorical)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +107,11 @@ class _PartitionFile:
         """Fold a chunk's min, max and null counts into the file statistics."""
         self.rows += frame.height
         stat_columns = [n for n, t in frame.schema.items() if isinstance(t, _STAT_KINDS)]
+        texts = [pl.col(c).cast(pl.String) if isinstance(t, pl.Categorical) else pl.col(c)
+                 for c, t in frame.schema.items() if isinstance(t, _STAT_KINDS)]  # fmt: skip
         summary = frame.select(
-            *(pl.col(c).min().alias(f"min:{c}") for c in stat_columns),
-            *(pl.col(c).max().alias(f"max:{c}") for c in stat_columns),
+            *(e.min().alias(f"min:{c}") for c, e in zip(stat_columns, texts, strict=True)),
+            *(e.max().alias(f"max:{c}") for c, e in zip(stat_columns, texts, strict=True)),
             *(pl.col(c).null_count().alias(f"nul:{c}") for c in frame.columns),
         ).row(0, named=True)
         for name in stat_columns:
@@ -224,6 +228,46 @@ def _encode(
             open_files[day] = handle
         handle.writer.write_table(table)
         handle.observe(data)
+
+
+def write_partition_files(
+    frame: pl.DataFrame,
+    partition_by: Sequence[str],
+    table_uri: str,
+    storage_options: dict[str, str],
+    *,
+    row_group_rows: int | None = None,
+) -> tuple[DataFile, ...]:
+    """Write a frame's rows as one Parquet file per partition, uncommitted (runs in workers).
+
+    For batches of small bar files: the encoding then happens in the worker, beside the
+    downloads, and the committer only adds the files. On any error the files written so far
+    are deleted.
+    """
+    fs, base = Lake(table_uri, storage_options).filesystem()
+    columns = list(partition_by)
+    done: list[DataFile] = []
+    try:
+        parts = frame.partition_by(columns, as_dict=True, maintain_order=True)
+        for key, part in parts.items():
+            values = {name: str(value) for name, value in zip(columns, key, strict=True)}
+            folder = "/".join(f"{name}={value}" for name, value in values.items())
+            data = part.drop(columns)
+            table = data.to_arrow()
+            handle = _PartitionFile(fs, base, f"{folder}/part-{uuid.uuid4().hex}.parquet",
+                                    table.schema)  # fmt: skip
+            try:
+                handle.writer.write_table(table, row_group_size=row_group_rows)
+                handle.observe(data)
+            except BaseException:
+                _discard(fs, handle)
+                raise
+            done.append(handle.close(fs, values))
+    except BaseException:
+        for data_file in done:
+            fs.delete_file(f"{base}/{data_file.path}")
+        raise
+    return tuple(done)
 
 
 def _discard(fs: pafs.FileSystem, handle: _PartitionFile) -> None:

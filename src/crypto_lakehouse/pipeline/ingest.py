@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,7 +38,7 @@ from crypto_lakehouse.pipeline.ingest_run import (
 )
 from crypto_lakehouse.pipeline.overlap import StreamedParse
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
-from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_stage
+from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_files
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
 from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
@@ -301,11 +300,11 @@ async def _download(
     parse then reads that bronze object (it never changes), elsewhere a local copy.
     """
     assert plan.listed is not None
-    sha = await archive.fetch_checksum(plan.key)
     got: Download | Body
     if plan.listed.size <= SMALL_FILE_BYTES and on_body is None:
-        got = await archive.fetch(plan.key, sha, run.workdir / "download")
+        got = await archive.fetch(plan.key, run.workdir / "download")
     else:
+        sha = await archive.fetch_checksum(plan.key)
         got = await archive.download(plan.key, run.workdir / "download", sha, on_body=on_body)
     run.progress.downloaded(got.size)
     revision = 1
@@ -433,17 +432,19 @@ async def _flush_small(run: IngestRun) -> None:
     if not batch:
         return
     tasks = [_task(run, plan, entry.revision, local) for plan, entry, local, _ in batch]
-    staged = str(run.workdir / "stage" / f"batch-{uuid.uuid4().hex}.arrow")
+    uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
     loop = asyncio.get_running_loop()
     try:
-        parsed = await loop.run_in_executor(run.executor, parse_batch_to_stage, tasks, staged)
+        writes = await loop.run_in_executor(
+            run.executor, parse_batch_to_files, tasks, uri, run.lake.storage_options
+        )
     except (BatchRejected, FormatError, IntegrityError) as exc:
         log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
         for plan, entry, local, previous in batch:
             await _parse(run, plan, entry, local, previous)
         return
-    for one, (_, entry, _, previous) in zip(parsed, batch, strict=True):
-        run.parsed.append((one, entry, superseded_event(previous, entry), None))
+    for write, (_, entry, _, previous) in zip(writes, batch, strict=True):
+        run.parsed.append((write.parsed, entry, superseded_event(previous, entry), write))
     await commit_pending(run, force=False)
 
 

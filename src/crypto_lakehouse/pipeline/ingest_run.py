@@ -17,6 +17,7 @@ import structlog
 from crypto_lakehouse.exceptions import ChecksumMismatchError
 from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
+from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
 from crypto_lakehouse.pipeline.plan import PlannedFile
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
 from crypto_lakehouse.pipeline.supersede import report_batch_supersessions
@@ -123,10 +124,14 @@ def _commit_batch(
     them first, and every difference lands in `silver._supersessions`.
     """
     report_batch_supersessions(run.lake, [(parsed, write) for parsed, _, _, write in batch])
-    writes = [write for _, _, _, write in batch if write is not None]
-    if writes:
-        return commit_tick_files(run.lake, run.dataset, writes)
-    return silver.commit_files(run.lake, [parsed for parsed, _, _, _ in batch])
+    writes = [write for _, _, _, write in batch]
+    if run.dataset.tick:
+        return commit_tick_files(run.lake, run.dataset, [w for w in writes if w is not None])
+    parsed = [parsed for parsed, _, _, _ in batch]
+    if any(w is not None for w in writes):
+        first_loads = all(superseded is None for _, _, superseded, _ in batch)
+        return commit_bar_files(run.lake, run.dataset, parsed, writes, first_loads=first_loads)
+    return silver.commit_files(run.lake, parsed)
 
 
 async def quarantine_download(run: IngestRun, plan: PlannedFile, exc: IntegrityError) -> None:

@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
+from crypto_lakehouse.pipeline.direct import DirectWrite, write_partition_files
 from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, period_bounds
 from crypto_lakehouse.sources.binance.formats import (
     MICROS_THRESHOLD,
@@ -26,6 +27,7 @@ from crypto_lakehouse.sources.binance.formats import (
     split_header,
 )
 from crypto_lakehouse.sources.binance.zipstream import iter_csv_chunks
+from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -74,6 +76,35 @@ def parse_batch_to_stage(tasks: Sequence[ParseTask], staged_path: str) -> list[P
     Raises:
         BatchRejected: anything a per-file parse would report; nothing is staged.
     """
+    dataset, unique, parsed = _parse_batch(tasks)
+    _stage(unique, dataset, tasks[0], staged_path)
+    return [replace(p, task=replace(p.task, staged_path=staged_path)) for p in parsed]
+
+
+def parse_batch_to_files(
+    tasks: Sequence[ParseTask], table_uri: str, storage_options: dict[str, str]
+) -> list[DirectWrite]:
+    """Parse small files of one non-tick dataset and write their silver Parquet files.
+
+    The files sit in the table folder uncommitted (`silver.commit_bar_files` adds them), one
+    per partition; every returned write names all of them.
+
+    Raises:
+        BatchRejected: anything a per-file parse would report; nothing is written.
+    """
+    dataset, unique, parsed = _parse_batch(tasks)
+    files = write_partition_files(
+        _silver(unique, dataset, tasks[0]),
+        dataset.partition_by,
+        table_uri,
+        storage_options,
+        row_group_rows=BAR_ROW_GROUP_ROWS if dataset.has_interval else None,
+    )
+    return [DirectWrite(p, files) for p in parsed]
+
+
+def _parse_batch(tasks: Sequence[ParseTask]) -> tuple[Dataset, pl.DataFrame, list[ParsedFile]]:
+    """Parse and validate a batch; return the dataset, its unique rows and one result per file."""
     dataset = get_dataset(tasks[0].market, tasks[0].data_type)
     if dataset.tick or dataset.derived_time_from_date_hour:
         raise BatchRejected("only bar-like datasets are batched")
@@ -94,22 +125,25 @@ def parse_batch_to_stage(tasks: Sequence[ParseTask], staged_path: str) -> list[P
     duplicated = frame.select(pl.struct(key).is_duplicated().any()).item()
     unique = frame.unique(subset=key, keep="first", maintain_order=True) if duplicated else frame
     stats = _per_file_stats(frame, unique, dataset, len(tasks))
-    _stage(unique, dataset, tasks[0], staged_path)
-    return [
-        ParsedFile(
-            replace(task, staged_path=staged_path),
-            rows=rows,
-            duplicates=dups,
-            min_time=low,
-            max_time=high,
-            header=header,
-            time_unit=unit,
-            csv_bytes=csv_bytes,
-        )
-        for task, (header, _, csv_bytes), (rows, dups, low, high, unit) in zip(
-            tasks, meta, stats, strict=True
-        )
-    ]
+    return (
+        dataset,
+        unique,
+        [
+            ParsedFile(
+                task,
+                rows=rows,
+                duplicates=dups,
+                min_time=low,
+                max_time=high,
+                header=header,
+                time_unit=unit,
+                csv_bytes=csv_bytes,
+            )
+            for task, (header, _, csv_bytes), (rows, dups, low, high, unit) in zip(
+                tasks, meta, stats, strict=True
+            )
+        ],
+    )
 
 
 def _typed(raw: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
@@ -169,14 +203,18 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-def _stage(frame: pl.DataFrame, dataset: Dataset, task: ParseTask, staged_path: str) -> None:
-    """Write the batch's silver rows, in silver column order, to one Arrow IPC file."""
-    silver = frame.with_columns(
+def _silver(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFrame:
+    """Return the batch's rows with the constant lineage columns, in silver column order."""
+    return frame.with_columns(
         pl.lit("archive", dtype=pl.Categorical).alias("_source"),
         pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
         pl.lit(False).alias("_provisional"),
     ).select(list(dataset.silver_schema()))
-    table: pa.Table = silver.to_arrow()
+
+
+def _stage(frame: pl.DataFrame, dataset: Dataset, task: ParseTask, staged_path: str) -> None:
+    """Write the batch's silver rows, in silver column order, to one Arrow IPC file."""
+    table: pa.Table = _silver(frame, dataset, task).to_arrow()
     Path(staged_path).parent.mkdir(parents=True, exist_ok=True)
     with pa.ipc.new_file(staged_path, table.schema) as writer:
         writer.write_table(table)

@@ -370,7 +370,7 @@ def _union_spans(spans: Iterable[Span]) -> list[Span]:
 def _archive_rows(
     lake: Lake, dataset: Dataset, parsed: ParsedFile, write: DirectWrite | None
 ) -> pl.DataFrame:
-    """Read a parsed file's rows from its staged IPC file or its uncommitted Parquet files."""
+    """Read a parsed file's rows from its staged IPC file or the uncommitted Parquet files."""
     if write is None:
         return pl.read_ipc(parsed.task.staged_path)
     fs, base = lake.filesystem()
@@ -385,7 +385,11 @@ def _archive_rows(
             for name, value in data_file.partition_values.items()
         ]
         frames.append(frame.with_columns(extra).select(list(schema)))
-    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=schema)
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    # A batch of small files shares its Parquet files: keep this archive file's rows only.
+    rows = pl.concat(frames, how="vertical_relaxed")
+    return rows.filter(pl.col("_bronze_key").cast(pl.String) == parsed.task.key)
 
 
 def _partition_value(text: str, dtype: pl.DataType) -> pl.Expr:

@@ -232,11 +232,12 @@ class ArchiveClient:
         """Build a download URL, e.g. `https://data.binance.vision/data/spot/...zip`."""
         return f"{self._settings.binance_archive_url.rstrip('/')}/{key}"
 
-    async def fetch(self, key: str, expected_sha256: str, spill_dir: Path) -> Body:
-        """Fetch a small zip into memory and verify it exactly like `download` does.
+    async def fetch(self, key: str, spill_dir: Path) -> Body:
+        """Fetch a small zip and its CHECKSUM at once, into memory, and verify it.
 
-        Hundreds of daily files paid more for their temp files than for their bytes; a body
-        of a few hundred KB is cheaper held in memory and written once, where it belongs.
+        Hundreds of daily files paid more for their temp files and for two round trips in a
+        row than for their bytes: a body of a few hundred KB is held in memory (and written
+        once, where it belongs), and its CHECKSUM is requested beside it.
 
         Raises:
             ChecksumMismatchError, TruncatedBodyError, NotAZipError: the bad bytes are written
@@ -244,8 +245,14 @@ class ArchiveClient:
             NotFoundUpstreamError: 404.
             TransientSourceError: 5xx or 429 still failing after every retry.
         """
+        checksum = asyncio.ensure_future(self.fetch_checksum(key))
+        try:
+            first = await self._fetch_with_retries(key, spill_dir)
+            expected_sha256 = await checksum
+        finally:
+            checksum.cancel()  # only still running when the body failed
         for try_number in (1, 2):
-            body = await self._fetch_with_retries(key, spill_dir)
+            body = first if try_number == 1 else await self._fetch_with_retries(key, spill_dir)
             try:
                 _check_zip(key, body.data[:4], body.data[-_TAIL_BYTES:])
             except IntegrityError as exc:
