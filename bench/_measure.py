@@ -7,6 +7,7 @@ sampled from outside with psutil (when installed) to catch the peak of the sum.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from multiprocessing.connection import Connection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,3 +129,43 @@ def cpu_info() -> dict[str, Any]:
     """Describe the machine the figures were measured on."""
     return {"cores": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform,
             "loadavg_at_start": os.getloadavg()}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ServedArchive:
+    """URLs of an archive stand-in running in its own process."""
+
+    archive_url: str
+    listing_url: str
+
+
+def _serve(root: str, conn: Connection) -> None:
+    """Child: serve `root` with the archive stand-in (ETags warmed) until the parent says stop."""
+    ensure_paths()
+    from tests.servers.archive_server import ArchiveServer
+
+    with ArchiveServer(Path(root)) as server:
+        server.warm_etags()
+        conn.send((server.archive_url, server.listing_url))
+        conn.recv()  # blocks until the parent is done
+
+
+@contextlib.contextmanager
+def served_archive(root: Path) -> Iterator[ServedArchive]:
+    """Run the archive stand-in in a spawned process, as the real archive is another machine.
+
+    In the benchmark's own process its threads would compete for one GIL with the memory
+    sampler; in its own process it only competes for the cores.
+    """
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve, args=(str(root), child), daemon=True)
+    process.start()
+    try:
+        archive_url, listing_url = parent.recv()
+        yield ServedArchive(archive_url, listing_url)
+    finally:
+        parent.send("stop")
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()

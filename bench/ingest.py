@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from _gen import WORK, Tree, big_tree, klines_tree
-from _measure import MB, Measured, cpu_info, ensure_paths, run_measured
+from _measure import MB, Measured, cpu_info, ensure_paths, run_measured, served_archive
 from _steps import baseline_big, baseline_small, ingest_run, stages_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -79,11 +79,8 @@ def _ingest_rows(
 ) -> list[dict[str, Any]]:
     """Serve the tree and ingest it once per executor, each into a fresh lake."""
     ensure_paths()
-    from tests.servers.archive_server import ArchiveServer
-
     rows = []
-    with ArchiveServer(tree.root) as server:
-        server.warm_etags()
+    with served_archive(tree.root) as server:
         for executor in executors:
             lake = Path(tempfile.mkdtemp(prefix=f"lake-{scenario}-", dir=WORK))
             try:
@@ -106,10 +103,7 @@ def _ingest_rows(
 def _profile(tree: Tree, request: dict[str, Any], top: int) -> dict[str, Any]:
     """Run the stage-by-stage profile of one scenario in a child process."""
     ensure_paths()
-    from tests.servers.archive_server import ArchiveServer
-
-    with ArchiveServer(tree.root) as server:
-        server.warm_etags()
+    with served_archive(tree.root) as server:
         measured = run_measured(stages_run, server.archive_url, server.listing_url,
                                 list(tree.keys), request, top)  # fmt: skip
     if measured.error:

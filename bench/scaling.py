@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from _gen import WORK, months_tree
-from _measure import MB, cpu_info, ensure_paths, run_measured
+from _measure import MB, cpu_info, ensure_paths, run_measured, served_archive
 from _steps import ingest_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,12 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     tree = months_tree(max(months_needed), args.file_mb)
     per_file = tree.csv_bytes / len(tree.keys)
     ensure_paths()
-    from tests.servers.archive_server import ArchiveServer
-
     ladder: list[dict[str, Any]] = []
     dask: dict[str, Any] = {}
-    with ArchiveServer(tree.root) as server:
-        server.warm_etags()
+    with served_archive(tree.root) as server:
         # One untimed pass first: the first run pays for a cold page cache of the served files
         # and the stand-in's first ETags, which is not a cost of the data volume.
         _ingest(server, months_needed[0], args.executor, args.workers, "warm-up")

@@ -26,7 +26,7 @@ from crypto_lakehouse.sources.binance.formats import (
     required_columns,
     split_header,
 )
-from crypto_lakehouse.sources.binance.zipstream import iter_csv_chunks
+from crypto_lakehouse.sources.binance.zipstream import read_csv_member
 from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def _bodies(tasks: Sequence[ParseTask]) -> tuple[bytes, list[tuple[str | None, i
     bodies: list[bytes] = []
     meta: list[tuple[str | None, int, int]] = []
     for task in tasks:
-        raw = b"".join(iter_csv_chunks(Path(task.zip_path), 1 << 30))
+        raw = read_csv_member(Path(task.zip_path))
         header, body = split_header(raw)
         bodies.append(body)
         meta.append((header, body.count(b"\n"), len(raw)))

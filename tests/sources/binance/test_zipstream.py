@@ -14,6 +14,7 @@ from crypto_lakehouse.sources.binance.zipstream import (
     iter_csv_chunks,
     iter_growing_csv_chunks,
     prefetch,
+    read_csv_member,
 )
 from tests.servers.archive_files import FIXTURE_TREE, make_zip
 from tests.servers.synthetic import kline_csv
@@ -135,3 +136,22 @@ def test_growing_zip_with_a_bad_crc_is_truncated(tmp_path: Path) -> None:
     data[central + 16 : central + 20] = b"\x00\x00\x00\x00"  # the directory's CRC-32
     with pytest.raises(TruncatedBodyError, match="CRC"):
         _streamed(tmp_path, bytes(data))
+
+
+def test_whole_member_read_equals_the_chunked_read(tmp_path: Path) -> None:
+    """`read_csv_member` returns exactly the bytes the chunked reader yields."""
+    body = kline_csv("2020-01-01").encode()
+    path = tmp_path / "a.zip"
+    path.write_bytes(make_zip("a.csv", body, extra_members={"__MACOSX/._a.csv": b"\x00junk"}))
+    assert read_csv_member(path) == body == b"".join(iter_csv_chunks(path, 8192))
+
+
+def test_whole_member_read_refuses_a_corrupt_member(tmp_path: Path) -> None:
+    """Zeroed bytes inside the deflate stream fail the inflate or the CRC."""
+    data = bytearray(make_zip("a.csv", kline_csv("2020-01-01").encode()))
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(16)
+    path = tmp_path / "a.zip"
+    path.write_bytes(bytes(data))
+    with pytest.raises(TruncatedBodyError, match=r"corrupt|CRC"):
+        read_csv_member(path)
