@@ -19,7 +19,7 @@ from crypto_lakehouse.exceptions import (
     TruncatedBodyError,
 )
 from crypto_lakehouse.sources.binance import archive as archive_module
-from crypto_lakehouse.sources.binance.archive import ArchiveClient, Download
+from crypto_lakehouse.sources.binance.archive import ArchiveClient, Download, env_proxy
 from tests.servers.archive_files import FIXTURE_TREE, publish
 from tests.servers.archive_server import Fault
 from tests.servers.synthetic import kline_csv
@@ -287,6 +287,37 @@ def test_client_is_built_outside_a_loop_and_closes_its_session(settings: Setting
     session = asyncio.run(main())
     assert session.closed
     assert session.auto_decompress is False
-    assert session.trust_env is True
+    assert session.trust_env is False  # proxies are looked up once per host instead
     assert session.timeout.total is None
     assert session.timeout.sock_read == settings.http_timeout_seconds
+
+
+def test_env_proxy_is_taken_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY applies to the archive's host; NO_PROXY excludes a host; none → None."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = "https://data.binance.vision/data/spot/daily/klines/BTCUSDT/1m/x.zip"
+    assert env_proxy(url) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.example:3128")
+    assert env_proxy(url) == "http://user:pw@proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "data.binance.vision")
+    assert env_proxy(url) is None
+
+
+def test_requests_go_through_the_environment_proxy(
+    settings_for: Callable[..., Settings], archive: ArchiveServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """With HTTP_PROXY set, an unreachable archive host is reached through the proxy.
+
+    The stand-in answers absolute-form request lines, so it serves as the proxy here; the
+    request log shows the absolute URLs a client sends only to a proxy.
+    """
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", archive.archive_url)
+    settings = settings_for(str(tmp_path / "lake"), binance_archive_url="http://archive.invalid")
+    body = with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"))
+    assert body.sha256 == hashlib.sha256((FIXTURE_TREE / KEY).read_bytes()).hexdigest()
+    proxied = [r.path for r in archive.requests if r.method == "GET"]
+    assert proxied and all(p.startswith("http://archive.invalid/data/") for p in proxied)

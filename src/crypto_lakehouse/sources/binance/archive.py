@@ -13,12 +13,14 @@ import io
 import os
 import random
 import tempfile
+import urllib.request
 import zipfile
 from collections import deque
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -44,6 +46,7 @@ from crypto_lakehouse.sources.binance.listing import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractAsyncContextManager
 
     from tenacity import RetryCallState
 
@@ -128,13 +131,14 @@ class ArchiveClient:
         self._session = session
         self._semaphore = asyncio.Semaphore(settings.download_concurrency)
         self._made_dirs: set[Path] = set()
+        self._proxies: dict[str, str | None] = {}
         self._sleep = sleep or asyncio.sleep
 
     def _http(self) -> aiohttp.ClientSession:
         """Return the session, creating the owned one on first use (needs a running loop).
 
         Raw bytes are kept (no decompression) so they hash as sent; there is no total timeout,
-        so a large file is bounded only per connect and per read; proxies come from the env.
+        so a large file is bounded only per connect and per read; proxies: see `_get`.
         """
         if self._session is None:
             timeout = self._settings.http_timeout_seconds
@@ -142,9 +146,19 @@ class ArchiveClient:
                 connector=aiohttp.TCPConnector(limit=self._settings.download_concurrency * 2),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
                 auto_decompress=False,
-                trust_env=True,
             )
         return self._session
+
+    def _get(self, url: str) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """Start a GET through the environment's proxy for the URL's host, if it has one.
+
+        The proxy is looked up once per host: with `trust_env=True` aiohttp looked up the
+        proxy and `~/.netrc` in a worker thread on every request, two thread hops per GET.
+        """
+        host = urlsplit(url).netloc
+        if host not in self._proxies:
+            self._proxies[host] = env_proxy(url)
+        return self._http().get(url, proxy=self._proxies[host])
 
     async def __aenter__(self) -> Self:
         return self
@@ -180,7 +194,7 @@ class ArchiveClient:
         async for attempt in self._retrying():
             with attempt:
                 try:
-                    async with self._http().get(url) as response:
+                    async with self._get(url) as response:
                         _raise_for_status(response, url)
                         return await response.read()
                 except (aiohttp.ClientError, TimeoutError) as exc:
@@ -284,7 +298,7 @@ class ArchiveClient:
         """Perform one GET of a small body into memory."""
         url = self._download_url(key)
         try:
-            async with self._http().get(url) as response:
+            async with self._get(url) as response:
                 _raise_for_status(response, url)
                 expected = int(response.headers.get("Content-Length", "-1"))
                 content_type = response.headers.get("Content-Type", "")
@@ -373,7 +387,7 @@ class ArchiveClient:
         head = b""
         try:
             with os.fdopen(fd, "wb") as out:
-                async with self._http().get(url) as response:
+                async with self._get(url) as response:
                     _raise_for_status(response, url)
                     expected = int(response.headers.get("Content-Length", "-1"))
                     content_type = response.headers.get("Content-Type", "")
@@ -429,6 +443,17 @@ class Body:
 
 class _ShortBodyError(TransientSourceError):
     """The body ended before Content-Length: retried, then reported as truncated."""
+
+
+def env_proxy(url: str) -> str | None:
+    """Return the proxy URL the environment sets for a URL (credentials inside), or None.
+
+    `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` in any case, read as urllib (and aiohttp) read them.
+    """
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _check_zip(key: str, head: bytes, tail: bytes, path: Path | None = None) -> None:
