@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # one: hundreds of daily files land in one commit, a monthly tick file in its own.
     commit_batch_files: int = Field(default=1024, ge=1, description="Most files per Delta commit")
     commit_batch_mb: int = Field(default=512, ge=1, description="CSV MB that trigger a commit")
+    commit_interval_seconds: float = Field(
+        default=30.0, gt=0, description="Longest a parsed file waits for its batch's commit"
+    )
     auto_compact: bool = Field(default=True, description="Compact partitions of small files")
     auto_compact_max_small_files: int = Field(default=16, ge=2)
 

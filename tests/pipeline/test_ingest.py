@@ -231,3 +231,22 @@ def test_listing_pagination_and_transient_errors_are_retried(
     statuses = [r.status for r in archive.requests]
     assert 429 in statuses
     assert 500 in statuses
+
+
+def test_slow_file_does_not_hold_back_the_others(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive: ArchiveServer
+) -> None:
+    """Two days land in a commit of their own while the third day is still downloading."""
+    from deltalake import DeltaTable
+
+    archive.faults.add("/" + SPOT_1M + "BTCUSDT-1m-2020-01-03.zip", Fault.delay(2.0))
+    root = str(tmp_path / "lake")
+    settings = settings_for(root, commit_interval_seconds=0.3, auto_compact=False)
+    result = run(SPOT_REQUEST, settings)
+    assert [f.outcome for f in result.files] == ["loaded"] * 3
+    uri = Lake.at(root).table_uri("silver", "spot_klines")
+    versions = [v for v in range(DeltaTable(uri).version() + 1)
+                if DeltaTable(uri, version=v).to_pyarrow_dataset().count_rows() > 0]  # fmt: skip
+    first = DeltaTable(uri, version=versions[0]).to_pyarrow_dataset().count_rows()
+    assert first == 2880  # the two fast days, committed before the slow one arrived
+    assert query(root, "SELECT count(*) FROM silver.spot_klines").item() == 4320

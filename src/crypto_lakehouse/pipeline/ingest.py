@@ -8,6 +8,7 @@ outcomes on the result; the run always continues with the other files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -189,8 +190,39 @@ async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -
     finally:
         for task in tasks:
             task.cancel()
+        await _disarm_flush_timer(run)
     await _flush_small(run)
     await commit_pending(run, force=True)
+
+
+def _arm_flush_timer(run: IngestRun) -> None:
+    """Make sure what waits for a batch is committed within `commit_interval_seconds`.
+
+    Batches fill by count or size; a file still downloading (a slow mirror, a huge month)
+    must not hold back the rows of the files that are done.
+    """
+    waiting = run.small or run.parsed
+    if waiting and (run.flush_timer is None or run.flush_timer.done()):
+        run.flush_timer = asyncio.create_task(_flush_later(run))
+
+
+async def _flush_later(run: IngestRun) -> None:
+    """Parse and commit whatever waits once the interval has passed."""
+    await asyncio.sleep(run.settings.commit_interval_seconds)
+    log.info("interval_commit", waiting_parse=len(run.small), waiting_commit=len(run.parsed))
+    await _flush_small(run)
+    await commit_pending(run, force=True)
+
+
+async def _disarm_flush_timer(run: IngestRun) -> None:
+    """Stop the flush timer; re-raise what a timed flush failed with."""
+    timer, run.flush_timer = run.flush_timer, None
+    if timer is None:
+        return
+    if not timer.done():
+        timer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await timer
 
 
 async def _compact(run: IngestRun) -> None:
@@ -265,6 +297,7 @@ async def _process(
     """Fetch (or reuse) one file, parse it on the executor, and queue it for commit."""
     if action == "download" and _can_stream(run, plan, previous):
         await _process_streamed(run, archive, plan, previous)
+        _arm_flush_timer(run)
         return
     try:
         if action == "download":
@@ -285,6 +318,7 @@ async def _process(
         record_failure(run, plan, "failed", f"download failed after retries: {exc}")
         return
     await _parse_or_batch(run, plan, entry, local, previous)
+    _arm_flush_timer(run)
 
 
 async def _download(

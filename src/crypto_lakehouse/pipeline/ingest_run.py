@@ -61,6 +61,8 @@ class IngestRun:
     small: list[Small] = field(default_factory=list)
     #: Workers share this host's disk, so a parse may follow a download (not on Dask).
     stream_capable: bool = False
+    #: Commits what waits after `commit_interval_seconds` (see `ingest._arm_flush_timer`).
+    flush_timer: asyncio.Task[None] | None = None
 
 
 def superseded_event(previous: ManifestEntry | None, entry: ManifestEntry) -> ManifestEntry | None:
