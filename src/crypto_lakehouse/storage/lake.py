@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 from crypto_lakehouse.exceptions import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 def _s3_options(env: Mapping[str, str]) -> dict[str, str]:
@@ -90,17 +90,7 @@ class Lake:
         atomic by itself.
         """
         if not self.is_s3:
-            target = Path(self.uri) / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                try:
-                    os.link(local, tmp)
-                except OSError:  # another filesystem, or links not supported
-                    shutil.copyfile(local, tmp)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            self._replace_local(relative, lambda tmp: _link_or_copy(local, tmp))
             return
         fs, base = self.filesystem()
         try:
@@ -112,14 +102,7 @@ class Lake:
     def put_bytes(self, data: bytes, relative: str) -> None:
         """Store bytes at `relative` atomically (temp name and rename; one PUT on S3)."""
         if not self.is_s3:
-            target = Path(self.uri) / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            self._replace_local(relative, lambda tmp: tmp.write_bytes(data))
             return
         fs, base = self.filesystem()
         try:
@@ -127,6 +110,17 @@ class Lake:
                 sink.write(data)
         except OSError as exc:
             raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
+
+    def _replace_local(self, relative: str, write: Callable[[Path], object]) -> None:
+        """Write a local object through a temp name in its folder, then rename it in place."""
+        target = Path(self.uri) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def get_file(self, relative: str, local: Path) -> Path:
         """Copy an object of the lake to a local path and return it (no copy on local disk)."""
@@ -154,3 +148,11 @@ class Lake:
         except OSError:
             return []
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` at `target` (no bytes copied), or copy it across filesystems."""
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not supported
+        shutil.copyfile(source, target)

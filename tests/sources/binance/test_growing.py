@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 from crypto_lakehouse.exceptions import StreamedParseAborted
-from crypto_lakehouse.sources.binance.growing import (
-    GrowingReader,
-    GrowingSource,
-    ending_of,
-    mark_ended,
-)
+from crypto_lakehouse.sources.binance.growing import GrowingReader, GrowingSource, ending_of
+from tests.sources.binance._growing_support import grow
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def _write_slowly(path: Path, data: bytes, source: GrowingSource, ending: str) -> threading.Thread:
-    """Append `data` to `path` in pieces with pauses, then mark how it ended."""
-
-    def run() -> None:
-        with path.open("ab") as out:
-            for start in range(0, len(data), 1000):
-                out.write(data[start : start + 1000])
-                out.flush()
-                time.sleep(0.005)
-        mark_ended(source, ending)  # type: ignore[arg-type]
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_reader_follows_a_growing_file_to_its_done_marker(tmp_path: Path) -> None:
@@ -43,7 +21,7 @@ def test_reader_follows_a_growing_file_to_its_done_marker(tmp_path: Path) -> Non
     source = GrowingSource(str(path))
     data = bytes(range(256)) * 40
     with GrowingReader(source) as reader:
-        writer = _write_slowly(path, data, source, "done")
+        writer = grow(path, data, source, piece=1000, pause=0.005)
         got = bytearray()
         reads = 0
         while chunk := reader.read(4096):
@@ -61,7 +39,7 @@ def test_abandoned_download_stops_the_reader(tmp_path: Path) -> None:
     path.write_bytes(b"")
     source = GrowingSource(str(path))
     with GrowingReader(source) as reader:
-        writer = _write_slowly(path, b"x" * 3000, source, "abort")
+        writer = grow(path, b"x" * 3000, source, ending="abort", piece=1000, pause=0.005)
         with pytest.raises(StreamedParseAborted, match="abandoned"):
             while reader.read(4096):
                 pass

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from threading import Thread
 from typing import TYPE_CHECKING
 
 import pytest
 
 from crypto_lakehouse.exceptions import FormatError, StreamedParseAborted, TruncatedBodyError
-from crypto_lakehouse.sources.binance.growing import GrowingSource, mark_ended
+from crypto_lakehouse.sources.binance.growing import GrowingSource
 from crypto_lakehouse.sources.binance.zipstream import (
     iter_csv_chunks,
     iter_growing_csv_chunks,
@@ -18,8 +16,10 @@ from crypto_lakehouse.sources.binance.zipstream import (
 )
 from tests.servers.archive_files import FIXTURE_TREE, make_zip
 from tests.servers.synthetic import kline_csv
+from tests.sources.binance._growing_support import grow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -50,7 +50,14 @@ def test_two_csv_members_are_a_format_error(tmp_path: Path) -> None:
         list(iter_csv_chunks(path, 1 << 20))
 
 
-def test_corrupt_member_is_reported_as_truncated(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "read",
+    [lambda path: list(iter_csv_chunks(path, 1 << 20)), read_csv_member],
+    ids=["chunked", "whole"],
+)
+def test_corrupt_member_is_reported_as_truncated(
+    tmp_path: Path, read: Callable[[Path], object]
+) -> None:
     """Flipped bytes inside the deflate stream fail the CRC or the inflate, never pass silently."""
     data = bytearray(make_zip("a.csv", kline_csv("2020-01-01").encode()))
     middle = len(data) // 2
@@ -58,7 +65,7 @@ def test_corrupt_member_is_reported_as_truncated(tmp_path: Path) -> None:
     path = tmp_path / "a.zip"
     path.write_bytes(bytes(data))
     with pytest.raises(TruncatedBodyError, match=r"corrupt|CRC"):
-        list(iter_csv_chunks(path, 1 << 20))
+        read(path)
 
 
 def test_prefetch_reraises_producer_errors() -> None:
@@ -75,28 +82,12 @@ def test_prefetch_reraises_producer_errors() -> None:
     assert got == [b"a\n"]
 
 
-def _grow(path: Path, data: bytes, source: GrowingSource, *, ending: str = "done") -> Thread:
-    """Write a zip to `path` in slices from a thread, then mark the download's end."""
-
-    def run() -> None:
-        with path.open("ab") as out:
-            for start in range(0, len(data), 4096):
-                out.write(data[start : start + 4096])
-                out.flush()
-                time.sleep(0.001)
-        mark_ended(source, ending)  # type: ignore[arg-type]
-
-    thread = Thread(target=run)
-    thread.start()
-    return thread
-
-
 def _streamed(tmp_path: Path, data: bytes, chunk_bytes: int = 8192) -> list[bytes]:
     """Return the chunks of `iter_growing_csv_chunks` over `data` arriving in slices."""
     path = tmp_path / "growing.zip"
     path.write_bytes(b"")
     source = GrowingSource(str(path))
-    writer = _grow(path, data, source)
+    writer = grow(path, data, source)
     try:
         return list(iter_growing_csv_chunks(source, chunk_bytes))
     finally:
@@ -144,14 +135,3 @@ def test_whole_member_read_equals_the_chunked_read(tmp_path: Path) -> None:
     path = tmp_path / "a.zip"
     path.write_bytes(make_zip("a.csv", body, extra_members={"__MACOSX/._a.csv": b"\x00junk"}))
     assert read_csv_member(path) == body == b"".join(iter_csv_chunks(path, 8192))
-
-
-def test_whole_member_read_refuses_a_corrupt_member(tmp_path: Path) -> None:
-    """Zeroed bytes inside the deflate stream fail the inflate or the CRC."""
-    data = bytearray(make_zip("a.csv", kline_csv("2020-01-01").encode()))
-    middle = len(data) // 2
-    data[middle : middle + 16] = bytes(16)
-    path = tmp_path / "a.zip"
-    path.write_bytes(bytes(data))
-    with pytest.raises(TruncatedBodyError, match=r"corrupt|CRC"):
-        read_csv_member(path)

@@ -93,8 +93,7 @@ class GrowingReader:
 
     def read(self, size: int) -> bytes:
         """Return up to `size` bytes, waiting for them; `b""` only at the end of a done body."""
-        waited = 0.0
-        pause = _POLL_SECONDS
+        patience = _Patience(self._source)
         while True:
             data = self._file.read(size)
             if data:
@@ -105,15 +104,8 @@ class GrowingReader:
                     continue  # read once more: bytes may have landed before the marker
             if self._ended == "done":
                 return b""
-            if self._ended == "abort":
-                raise StreamedParseAborted(f"download of {self._source.path} was abandoned")
-            if waited >= self._source.stall_seconds:
-                raise StreamedParseAborted(
-                    f"download of {self._source.path} stalled for {waited:.0f} s"
-                )
-            time.sleep(pause)
-            waited += pause
-            pause = min(pause * 2, _POLL_MAX_SECONDS)
+            self._raise_if_aborted()
+            patience.wait()
 
     def read_exact(self, size: int) -> bytes:
         """Return exactly `size` bytes, or fewer only when the body ends first."""
@@ -129,22 +121,43 @@ class GrowingReader:
 
     def wait_until_ended(self) -> Ending:
         """Block until the downloader says how the body ended; return `done` or raise."""
-        waited = 0.0
-        pause = _POLL_SECONDS
+        patience = _Patience(self._source)
         size = os.fstat(self._file.fileno()).st_size
         while True:
             self._ended = self._ended or ending_of(self._source)
             if self._ended == "done":
                 return "done"
-            if self._ended == "abort":
-                raise StreamedParseAborted(f"download of {self._source.path} was abandoned")
+            self._raise_if_aborted()
             grown = os.fstat(self._file.fileno()).st_size
             if grown != size:
-                size, waited = grown, 0.0
-            if waited >= self._source.stall_seconds:
-                raise StreamedParseAborted(
-                    f"download of {self._source.path} stalled for {waited:.0f} s"
-                )
-            time.sleep(pause)
-            waited += pause
-            pause = min(pause * 2, _POLL_MAX_SECONDS)
+                size = grown
+                patience.progressed()
+            patience.wait()
+
+    def _raise_if_aborted(self) -> None:
+        """Raise StreamedParseAborted once the downloader has given the body up."""
+        if self._ended == "abort":
+            raise StreamedParseAborted(f"download of {self._source.path} was abandoned")
+
+
+class _Patience:
+    """Sleeps in growing pauses; gives up after `stall_seconds` without progress."""
+
+    def __init__(self, source: GrowingSource) -> None:
+        self._source = source
+        self._waited = 0.0
+        self._pause = _POLL_SECONDS
+
+    def progressed(self) -> None:
+        """Start counting the stall again: the download moved."""
+        self._waited = 0.0
+
+    def wait(self) -> None:
+        """Sleep once, or raise StreamedParseAborted when the download has stalled too long."""
+        if self._waited >= self._source.stall_seconds:
+            raise StreamedParseAborted(
+                f"download of {self._source.path} stalled for {self._waited:.0f} s"
+            )
+        time.sleep(self._pause)
+        self._waited += self._pause
+        self._pause = min(self._pause * 2, _POLL_MAX_SECONDS)
