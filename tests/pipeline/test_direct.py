@@ -8,6 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 import polars as pl
+import pytest
 
 from crypto_lakehouse.pipeline.direct import split_days
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
@@ -73,9 +74,7 @@ def test_bad_tick_file_leaves_table_and_folder_clean(
 
 def test_split_days_slices_ordered_chunks() -> None:
     """A time-ordered chunk spanning midnight splits into one slice per day."""
-    frame = pl.DataFrame(
-        {"date": [date(2024, 1, 1)] * 2 + [date(2024, 1, 2)] * 3, "v": range(5)}
-    )
+    frame = pl.DataFrame({"date": [date(2024, 1, 1)] * 2 + [date(2024, 1, 2)] * 3, "v": range(5)})
     parts = split_days(frame)
     assert {d: p["v"].to_list() for d, p in parts.items()} == {
         date(2024, 1, 1): [0, 1],
@@ -86,3 +85,26 @@ def test_split_days_slices_ordered_chunks() -> None:
         date(2024, 1, 1): [0, 1],
         date(2024, 1, 2): [2, 3, 4],
     }
+
+
+def test_lake_refusing_a_worker_write_fails_the_file_not_the_run(
+    tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError from the worker's Parquet write is the file's outcome; a re-run loads it."""
+    from crypto_lakehouse.pipeline import ingest as ingest_module
+
+    real = ingest_module.write_tick_files
+
+    def refuse(*args: object) -> object:
+        raise OSError("When uploading part for key 'silver/...': AWS Error SLOW_DOWN")
+
+    monkeypatch.setattr(ingest_module, "write_tick_files", refuse)
+    root = str(tmp_path / "lake")
+    result = asyncio.run(ingest(REQUEST, settings_for(root)))
+    assert [(f.outcome, "SLOW_DOWN" in (f.reason or "")) for f in result.files] == [
+        ("failed", True)
+    ]
+    monkeypatch.setattr(ingest_module, "write_tick_files", real)
+    again = asyncio.run(ingest(REQUEST, settings_for(root)))
+    assert [f.outcome for f in again.files] == ["loaded"]
+    assert _counts(root) == (105_280, 105_280, 1)

@@ -472,7 +472,8 @@ async def _flush_small(run: IngestRun) -> None:
         writes = await loop.run_in_executor(
             run.executor, parse_batch_to_files, tasks, uri, run.lake.storage_options
         )
-    except (BatchRejected, FormatError, IntegrityError) as exc:
+    except (BatchRejected, FormatError, IntegrityError, OSError) as exc:
+        # A bad file, or the lake refusing a write: each file then gets its own outcome.
         log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
         for plan, entry, local, previous in batch:
             await _parse(run, plan, entry, local, previous)
@@ -504,6 +505,9 @@ async def _parse(
             files = None
     except (FormatError, IntegrityError) as exc:
         _quarantine_parsed(run, plan, entry, previous, exc)
+        return
+    except OSError as exc:  # the lake refused a worker's write: retried on the next run
+        record_failure(run, plan, "failed", f"could not write silver files: {exc}")
         return
     run.parsed.append((parsed, entry, superseded_event(previous, entry), files))
     await commit_pending(run, force=False)
