@@ -35,7 +35,7 @@ FROM silver.um_funding_rate GROUP BY symbol
 UNION ALL
 SELECT 'silver.cm_agg_trades', symbol, min(transact_time)::DATE, max(transact_time)::DATE,
        count(*) FROM silver.cm_agg_trades GROUP BY symbol
-ORDER BY 1
+ORDER BY 1, 2, 3
 """
 
 
