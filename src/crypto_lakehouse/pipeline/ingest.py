@@ -29,7 +29,12 @@ from crypto_lakehouse.exceptions import (
 )
 from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.direct import write_tick_files
-from crypto_lakehouse.pipeline.executor import ExecutorKind, close_owner, make_executor
+from crypto_lakehouse.pipeline.executor import (
+    ExecutorKind,
+    close_owner,
+    make_executor,
+    worker_count,
+)
 from crypto_lakehouse.pipeline.ingest_run import (
     IngestRun,
     commit_pending,
@@ -37,6 +42,7 @@ from crypto_lakehouse.pipeline.ingest_run import (
     record_failure,
     superseded_event,
 )
+from crypto_lakehouse.pipeline.memory import plan_memory
 from crypto_lakehouse.pipeline.overlap import StreamedParse
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_files
@@ -123,6 +129,7 @@ async def ingest(
     """
     dataset = get_dataset(request.market, request.data_type)
     _validate(request, dataset)
+    settings = _within_memory_budget(settings, request)
     lake = Lake.at(settings.root)
     executor, owner = make_executor(
         request.executor, settings.workers, dask_address=request.dask_address
@@ -155,6 +162,29 @@ async def ingest(
         close_owner(owner)
         shutil.rmtree(workdir, ignore_errors=True)
     return run.result
+
+
+def _within_memory_budget(settings: Settings, request: IngestRequest) -> Settings:
+    """Return settings whose chunk size and worker count fit `memory_budget_mb` on this host.
+
+    Workers on a remote Dask cluster are sized by that cluster, not by this budget.
+    """
+    if request.dask_address:
+        return settings
+    workers = worker_count(settings.workers)
+    plan = plan_memory(settings.memory_budget_mb, settings.parse_batch_mb, workers,
+                       processes=request.executor != "threads")  # fmt: skip
+    if not plan.fits:
+        log.warning("memory_budget_too_small", budget_mb=settings.memory_budget_mb,
+                    expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
+    if (plan.parse_batch_mb, plan.workers) == (settings.parse_batch_mb, workers):
+        return settings
+    log.info("memory_budget_applied", budget_mb=settings.memory_budget_mb,
+             parse_batch_mb=plan.parse_batch_mb, workers=plan.workers,
+             expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
+    return settings.model_copy(
+        update={"parse_batch_mb": plan.parse_batch_mb, "workers": plan.workers}
+    )
 
 
 async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
