@@ -94,8 +94,9 @@ def _overlaps(delta: DeltaTable, parsed: Sequence[ParsedFile]) -> bool:
     first = spans[0].task
     column = get_dataset(first.market, first.data_type).time_column
     low, high = f"min.{column}", f"max.{column}"
-    if low not in actions.columns or high not in actions.columns:
-        return True  # no statistics: cannot rule an overlap out
+    needed = {low, high, "partition.symbol"}
+    if not needed <= set(actions.columns):
+        return True  # no statistics or no symbol partitions: cannot rule an overlap out
     for one in spans:
         task = one.task
         where = pl.col("partition.symbol") == task.symbol

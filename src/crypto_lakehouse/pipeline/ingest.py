@@ -467,6 +467,9 @@ async def _process_streamed(
     except (FormatError, IntegrityError) as exc:
         _quarantine_parsed(run, plan, entry, previous, exc)
         return
+    except OSError as exc:  # the lake refused the worker's write: retried on the next run
+        record_failure(run, plan, "failed", f"could not write silver files: {exc}")
+        return
     if written is None:
         await _parse(run, plan, entry, local, previous)
         return
