@@ -264,7 +264,10 @@ class ArchiveClient:
             first = await self._fetch_with_retries(key, spill_dir)
             expected_sha256 = await checksum
         finally:
-            checksum.cancel()  # only still running when the body failed
+            if not checksum.done():  # the body failed first: its error is the one to report
+                checksum.cancel()
+            elif not checksum.cancelled():
+                checksum.exception()  # retrieved, so a second failure is not logged as lost
         for try_number in (1, 2):
             body = first if try_number == 1 else await self._fetch_with_retries(key, spill_dir)
             try:
