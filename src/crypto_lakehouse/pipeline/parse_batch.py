@@ -9,13 +9,11 @@ those files one by one, so each bad file still gets its own precise error.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
-import pyarrow as pa
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
 from crypto_lakehouse.pipeline.direct import DirectWrite, write_partition_files
@@ -65,20 +63,6 @@ def _files_frame(tasks: Sequence[ParseTask], dataset: Dataset) -> pl.DataFrame:
     if dataset.has_interval:
         columns["interval"] = [t.interval for t in tasks]
     return pl.DataFrame(columns)
-
-
-def parse_batch_to_stage(tasks: Sequence[ParseTask], staged_path: str) -> list[ParsedFile]:
-    """Parse small files of one non-tick dataset into one staged Arrow IPC file.
-
-    Returns:
-        One ParsedFile per task, all naming `staged_path`.
-
-    Raises:
-        BatchRejected: anything a per-file parse would report; nothing is staged.
-    """
-    dataset, unique, parsed = _parse_batch(tasks)
-    _stage(unique, dataset, tasks[0], staged_path)
-    return [replace(p, task=replace(p.task, staged_path=staged_path)) for p in parsed]
 
 
 def parse_batch_to_files(
@@ -210,11 +194,3 @@ def _silver(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFr
         pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
         pl.lit(False).alias("_provisional"),
     ).select(list(dataset.silver_schema()))
-
-
-def _stage(frame: pl.DataFrame, dataset: Dataset, task: ParseTask, staged_path: str) -> None:
-    """Write the batch's silver rows, in silver column order, to one Arrow IPC file."""
-    table: pa.Table = _silver(frame, dataset, task).to_arrow()
-    Path(staged_path).parent.mkdir(parents=True, exist_ok=True)
-    with pa.ipc.new_file(staged_path, table.schema) as writer:
-        writer.write_table(table)
