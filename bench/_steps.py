@@ -79,6 +79,7 @@ def baseline_big(zip_path: str, out_dir: str, chunk_mb: int, compression: str) -
     """Bare single-process pipeline: isal inflate → polars.read_csv(schema) → write_parquet.
 
     Streams in chunks of `chunk_mb` so memory stays bounded, one Parquet file per chunk.
+    The files stay in `out_dir` for the bench to delete at its end (see `_measure.scratch`).
     """
     import polars as pl
     from isal import isal_zlib
@@ -114,7 +115,6 @@ def baseline_big(zip_path: str, out_dir: str, chunk_mb: int, compression: str) -
     if pending.strip():
         flush(bytes(pending))
     seconds = time.perf_counter() - started
-    shutil.rmtree(out, ignore_errors=True)
     return {"seconds": seconds, "csv_bytes": csv_bytes, "rows": rows, "parts": parts}
 
 
@@ -140,7 +140,10 @@ def _parse_small_files(paths: list[str], out_dir: str, compression: str) -> tupl
 def baseline_small(
     paths: list[str], out_dir: str, processes: int, compression: str
 ) -> dict[str, Any]:
-    """Bare file-at-a-time parse of many small zips, in 1 or more spawned processes."""
+    """Bare file-at-a-time parse of many small zips, in 1 or more spawned processes.
+
+    The files stay in `out_dir` for the bench to delete at its end (see `_measure.scratch`).
+    """
     started = time.perf_counter()
     if processes <= 1:
         csv_bytes, rows = _parse_small_files(paths, out_dir, compression)
@@ -156,7 +159,6 @@ def baseline_small(
         csv_bytes = sum(r[0] for r in results)
         rows = sum(r[1] for r in results)
     seconds = time.perf_counter() - started
-    shutil.rmtree(out_dir, ignore_errors=True)
     return {"seconds": seconds, "csv_bytes": csv_bytes, "rows": rows, "processes": processes}
 
 

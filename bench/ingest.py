@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from datetime import UTC, date, datetime
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from _gen import WORK, Tree, big_tree, klines_tree
-from _measure import MB, Measured, cpu_info, ensure_paths, run_measured, served_archive
+from _measure import MB, Measured, cpu_info, ensure_paths, run_measured, scratch, served_archive
 from _steps import baseline_big, baseline_small, ingest_run, stages_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,6 +93,7 @@ def _ingest_rows(
     workers: int,
     overrides: dict[str, Any],
     repeat: int,
+    scratch_dir: Path,
 ) -> list[dict[str, Any]]:
     """Serve the tree and ingest it `repeat` times per executor, each into a fresh lake."""
     ensure_paths()
@@ -102,14 +102,11 @@ def _ingest_rows(
         for executor in executors:
             runs = []
             for _ in range(repeat):
-                lake = Path(tempfile.mkdtemp(prefix=f"lake-{scenario}-", dir=WORK))
-                try:
-                    runs.append(run_measured(
-                        ingest_run, server.archive_url, server.listing_url, str(lake), request,
-                        executor, workers, overrides,
-                    ))  # fmt: skip
-                finally:
-                    shutil.rmtree(lake, ignore_errors=True)
+                lake = Path(tempfile.mkdtemp(prefix=f"lake-{scenario}-", dir=scratch_dir))
+                runs.append(run_measured(
+                    ingest_run, server.archive_url, server.listing_url, str(lake), request,
+                    executor, workers, overrides,
+                ))  # fmt: skip
             measured = _median_run(runs)
             row = _row(f"ingest executor={executor}", measured, tree.csv_bytes)
             value = measured.value
@@ -159,14 +156,14 @@ def run_big(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
     print(f"big: {tree.keys[0]}: {tree.csv_bytes / MB:.0f} MB CSV, "
           f"{tree.zip_bytes / MB:.0f} MB zip, {tree.rows:,} rows")  # fmt: skip
     zip_path = str(tree.root / tree.keys[0])
-    base = _median_run([run_measured(baseline_big, zip_path, str(WORK / "baseline-big"),
+    base = _median_run([run_measured(baseline_big, zip_path, str(args.scratch / f"baseline-{i}"),
                                      args.chunk_mb, args.compression)
-                        for _ in range(args.repeat)])  # fmt: skip
+                        for i in range(args.repeat)])  # fmt: skip
     rows = [_row("baseline isal+polars+parquet", base, tree.csv_bytes)]
     request = {"market": "um", "data_type": "aggTrades", "symbols": ["BTCUSDT"],
                "start": "2024-01-01", "end": "2024-01-31", "period": "monthly"}  # fmt: skip
     rows += _ingest_rows("big", tree, request, executors, args.workers, _overrides(args),
-                         args.repeat)  # fmt: skip
+                         args.repeat, args.scratch)  # fmt: skip
     return _finish("big", tree, rows, request, args)
 
 
@@ -180,16 +177,17 @@ def run_small(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
     paths = [str(tree.root / key) for key in tree.keys]
     rows = []
     for processes in (1, 2):
-        base = _median_run([run_measured(baseline_small, paths, str(WORK / "baseline-small"),
+        base = _median_run([run_measured(baseline_small, paths,
+                                         str(args.scratch / f"baseline-{processes}p-{i}"),
                                          processes, args.compression)
-                            for _ in range(args.repeat)])  # fmt: skip
+                            for i in range(args.repeat)])  # fmt: skip
         rows.append(_row(f"baseline file-at-a-time ×{processes} proc", base, tree.csv_bytes))
     last = date(2023, 1, 1).toordinal() + days - 1
     request = {"market": "spot", "data_type": "klines", "symbols": symbols, "interval": "1m",
                "start": "2023-01-01", "end": date.fromordinal(last).isoformat(),
                "period": "daily"}  # fmt: skip
     rows += _ingest_rows("small", tree, request, executors, args.workers, _overrides(args),
-                         args.repeat)  # fmt: skip
+                         args.repeat, args.scratch)  # fmt: skip
     return _finish("small", tree, rows, request, args)
 
 
@@ -281,10 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     print(f"machine: {report['machine']} (figures are noisy when the load average is high)")
-    if args.scenario in ("big", "all"):
-        report["scenarios"]["big"] = run_big(args, executors)
-    if args.scenario in ("small", "all"):
-        report["scenarios"]["small"] = run_small(args, executors)
+    with scratch(WORK) as args.scratch:
+        if args.scenario in ("big", "all"):
+            report["scenarios"]["big"] = run_big(args, executors)
+        if args.scenario in ("small", "all"):
+            report["scenarios"]["small"] = run_small(args, executors)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = args.out or RESULTS / f"ingest-{datetime.now(UTC).date().isoformat()}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pytest
 
 from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
-from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_files
+from crypto_lakehouse.pipeline.parse_batch import (
+    BatchFile,
+    BatchRejected,
+    parse_batch_to_files,
+    store_and_parse_batch,
+)
+from crypto_lakehouse.storage.lake import Lake
 from tests.servers.archive_files import make_zip
 from tests.servers.synthetic import kline_csv
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 
-def _task(tmp_path: Path, day: str, body: str) -> ParseTask:
+def _task(tmp_path: Path, day: str, body: str, symbol: str = "ETHUSDT") -> ParseTask:
     """Write one daily kline zip and describe its parse."""
-    name = f"ETHUSDT-1m-{day}"
+    name = f"{symbol}-1m-{day}"
     path = tmp_path / f"{name}.zip"
     path.write_bytes(make_zip(f"{name}.csv", body.encode()))
-    key = f"data/spot/daily/klines/ETHUSDT/1m/{name}.zip"
-    return ParseTask("spot", "klines", key, "ETHUSDT", "1m", "daily", day, 1, str(path),
+    key = f"data/spot/daily/klines/{symbol}/1m/{name}.zip"
+    return ParseTask("spot", "klines", key, symbol, "1m", "daily", day, 1, str(path),
                      str(tmp_path / f"{name}.arrow"), 1 << 20, NOW)  # fmt: skip
 
 
@@ -80,3 +84,81 @@ def test_batch_steps_aside_for_a_bad_file(tmp_path: Path) -> None:
     wrong_day = _task(tmp_path, "2020-01-05", kline_csv("2020-01-03", minutes=10))
     with pytest.raises(BatchRejected, match="outside"):
         parse_batch_to_files([good, wrong_day], str(tmp_path / "b2"), {})
+
+
+def _same_as_per_file(tmp_path: Path, tasks: list[ParseTask]) -> pl.DataFrame:
+    """Assert a batch gives each file's per-file stats; return the batch's rows."""
+    batch, rows = _written(tmp_path, tasks)
+    singles = [parse_to_stage(t) for t in tasks]
+    for got, want in zip(batch, singles, strict=True):
+        assert (got.rows, got.duplicates, got.min_time, got.max_time, got.time_unit) == (
+            want.rows, want.duplicates, want.min_time, want.max_time, want.time_unit
+        )  # fmt: skip
+    together = pl.concat([_read(s.task.staged_path) for s in singles])
+    key = ["symbol", "open_time"]
+    assert rows.select(together.columns).sort(key).equals(together.sort(key))
+    return rows
+
+
+def test_rows_out_of_order_in_a_file_give_per_file_results(tmp_path: Path) -> None:
+    """A file written newest first takes the exact path: same stats, same rows."""
+    backwards = "\n".join(reversed(kline_csv("2021-03-02", minutes=30).splitlines())) + "\n"
+    tasks = [_task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=30)),
+             _task(tmp_path, "2021-03-02", backwards)]  # fmt: skip
+    rows = _same_as_per_file(tmp_path, tasks)
+    assert rows.height == 60
+
+
+def test_interleaved_symbols_and_an_empty_file_land_in_their_partitions(
+    tmp_path: Path,
+) -> None:
+    """Files of two symbols out of key order, one of them empty, give one file per symbol."""
+    tasks = [_task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=5)),
+             _task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=7), "BTCUSDT"),
+             _task(tmp_path, "2021-03-02", ""),
+             _task(tmp_path, "2021-03-03", kline_csv("2021-03-03", minutes=5))]  # fmt: skip
+    writes = parse_batch_to_files(tasks, str(tmp_path / "table"), {})
+    by_symbol = {f.partition_values["symbol"]: f for f in writes[0].files}
+    assert sorted(by_symbol) == ["BTCUSDT", "ETHUSDT"]
+    assert json.loads(by_symbol["ETHUSDT"].stats)["numRecords"] == 10
+    assert json.loads(by_symbol["BTCUSDT"].stats)["numRecords"] == 7
+    assert [w.parsed.rows for w in writes] == [5, 7, 0, 5]
+    assert writes[2].parsed.min_time is None
+    _same_as_per_file(tmp_path / "again", [t for t in tasks if t.stamp != "2021-03-02"])
+
+
+def test_units_mixed_inside_one_file_reject_the_batch(tmp_path: Path) -> None:
+    """ms rows followed by µs rows in the same file are sent to the per-file parser."""
+    ms = kline_csv("2025-01-02", minutes=10).splitlines()
+    us = kline_csv("2025-01-02", unit="us", minutes=20).splitlines()[10:]
+    mixed = _task(tmp_path, "2025-01-02", "\n".join(ms + us) + "\n")
+    with pytest.raises(BatchRejected, match="mixed"):
+        parse_batch_to_files([mixed], str(tmp_path / "t"), {})
+
+
+def test_in_memory_zips_go_to_bronze_before_the_parse(tmp_path: Path) -> None:
+    """Bytes held from the download are stored at their bronze path, then parsed."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    task = _task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=5))
+    data = Path(task.zip_path).read_bytes()
+    Path(task.zip_path).unlink()  # the parse must use the bytes, not the path
+    bronze = "bronze/binance/data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2021-03-01.zip"
+    table = lake.table_uri("silver", "spot_klines")
+    writes = store_and_parse_batch([BatchFile(task, data, bronze)], lake, table)
+    assert (tmp_path / "lake" / bronze).read_bytes() == data
+    assert writes[0].parsed.rows == 5
+
+
+def test_a_refused_bronze_write_stops_the_batch_before_any_silver_file(
+    tmp_path: Path,
+) -> None:
+    """When bronze cannot be written, nothing is parsed or left in the table folder."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    (tmp_path / "lake" / "bronze").mkdir(parents=True)
+    (tmp_path / "lake" / "bronze" / "blocked").write_text("a file where a folder must go")
+    task = _task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=5))
+    data = Path(task.zip_path).read_bytes()
+    table = lake.table_uri("silver", "spot_klines")
+    with pytest.raises(OSError):
+        store_and_parse_batch([BatchFile(task, data, "bronze/blocked/x.zip")], lake, table)
+    assert not list((tmp_path / "lake").rglob("*.parquet"))

@@ -230,15 +230,27 @@ def _encode(
         handle.observe(data)
 
 
-def write_partition_files(
-    frame: pl.DataFrame,
+def split_partitions(
+    frame: pl.DataFrame, partition_by: Sequence[str]
+) -> list[tuple[dict[str, str], pl.DataFrame]]:
+    """Split a frame into (partition values, rows) by its partition columns."""
+    columns = list(partition_by)
+    parts = frame.partition_by(columns, as_dict=True, maintain_order=True)
+    return [
+        ({name: str(value) for name, value in zip(columns, key, strict=True)}, part)
+        for key, part in parts.items()
+    ]
+
+
+def write_partitions(
+    parts: Sequence[tuple[dict[str, str], pl.DataFrame]],
     partition_by: Sequence[str],
     table_uri: str,
     storage_options: dict[str, str],
     *,
     row_group_rows: int | None = None,
 ) -> tuple[DataFile, ...]:
-    """Write a frame's rows as one Parquet file per partition, uncommitted (runs in workers).
+    """Write each partition's rows as one Parquet file, uncommitted (runs in workers).
 
     For batches of small bar files: the encoding then happens in the worker, beside the
     downloads, and the committer only adds the files. On any error the files written so far
@@ -248,10 +260,8 @@ def write_partition_files(
     columns = list(partition_by)
     done: list[DataFile] = []
     try:
-        parts = frame.partition_by(columns, as_dict=True, maintain_order=True)
-        for key, part in parts.items():
-            values = {name: str(value) for name, value in zip(columns, key, strict=True)}
-            folder = "/".join(f"{name}={value}" for name, value in values.items())
+        for values, part in parts:
+            folder = "/".join(f"{name}={values[name]}" for name in columns)
             data = part.drop(columns)
             table = data.to_arrow()
             handle = _PartitionFile(fs, base, f"{folder}/part-{uuid.uuid4().hex}.parquet",

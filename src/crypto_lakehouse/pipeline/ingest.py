@@ -25,8 +25,10 @@ from crypto_lakehouse.exceptions import (
     IntegrityError,
     NotFoundUpstreamError,
     SourceError,
+    StorageError,
     TransientSourceError,
 )
+from crypto_lakehouse.ops.heap import frozen_heap
 from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.direct import write_tick_files
 from crypto_lakehouse.pipeline.executor import (
@@ -36,6 +38,7 @@ from crypto_lakehouse.pipeline.executor import (
     worker_count,
 )
 from crypto_lakehouse.pipeline.ingest_run import (
+    HeldFile,
     IngestRun,
     commit_pending,
     quarantine_download,
@@ -45,7 +48,11 @@ from crypto_lakehouse.pipeline.ingest_run import (
 from crypto_lakehouse.pipeline.memory import plan_memory
 from crypto_lakehouse.pipeline.overlap import StreamedParse
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
-from crypto_lakehouse.pipeline.parse_batch import BatchRejected, parse_batch_to_files
+from crypto_lakehouse.pipeline.parse_batch import (
+    BatchFile,
+    BatchRejected,
+    store_and_parse_batch,
+)
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
 from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
@@ -141,6 +148,8 @@ async def ingest(
         settings=settings,
         manifest=Manifest(lake),
         executor=executor,
+        workers=worker_count(settings.workers),
+        download_slots=asyncio.Semaphore(settings.download_concurrency),
         progress=progress or NullProgress(),
         workdir=workdir,
         started=datetime.now(UTC),
@@ -150,7 +159,8 @@ async def ingest(
     own_client = client is None
     archive = client or ArchiveClient(settings)
     try:
-        await _run(run, request, archive)
+        with frozen_heap():
+            await _run(run, request, archive)
         if settings.auto_compact and run.result.loaded:
             await _compact(run)
         if request.refresh_quality:
@@ -221,7 +231,7 @@ async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -
         for task in tasks:
             task.cancel()
         await _disarm_flush_timer(run)
-    await _flush_small(run)
+    await _flush_rest(run)
     await commit_pending(run, force=True)
 
 
@@ -331,7 +341,14 @@ async def _process(
         return
     try:
         if action == "download":
-            entry, local = await _download(run, archive, plan, previous)
+            async with run.download_slots:
+                entry, got = await _download(run, archive, plan, previous)
+            if isinstance(got, Body) and _batched(run, entry):
+                # Stored in bronze by the batch's worker, just before it parses.
+                await _hold(run, HeldFile(plan, entry, previous, body=got.data))
+                _arm_flush_timer(run)
+                return
+            local = await _store(run, got, entry.bronze_path)
         else:
             assert previous is not None
             entry = previous.with_status("verified")
@@ -347,7 +364,13 @@ async def _process(
     except (TransientSourceError, SourceError) as exc:
         record_failure(run, plan, "failed", f"download failed after retries: {exc}")
         return
-    await _parse_or_batch(run, plan, entry, local, previous)
+    except (OSError, StorageError) as exc:
+        record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
+        return
+    if _batched(run, entry):
+        await _hold(run, HeldFile(plan, entry, previous, local=local))
+    else:
+        await _parse(run, plan, entry, local, previous)
     _arm_flush_timer(run)
 
 
@@ -357,11 +380,11 @@ async def _download(
     plan: PlannedFile,
     previous: ManifestEntry | None,
     on_body: Callable[[Path], None] | None = None,
-) -> tuple[ManifestEntry, Path]:
-    """Download and verify a file, store it in bronze, and return its manifest entry.
+) -> tuple[ManifestEntry, Download | Body]:
+    """Download and verify a file; return its manifest entry and the verified bytes.
 
-    Small files are fetched into memory and written once, to bronze; on a local lake the
-    parse then reads that bronze object (it never changes), elsewhere a local copy.
+    Small files are fetched into memory (a body), larger ones to a temp file (a download);
+    neither is in bronze yet (`_store`, or the batch worker for small bar files).
     """
     assert plan.listed is not None
     got: Download | Body
@@ -374,30 +397,39 @@ async def _download(
     revision = 1
     if previous is not None and previous.sha256:
         revision = previous.revision if previous.sha256 == got.sha256 else previous.revision + 1
-    path = bronze_path(plan.key, revision)
-    if isinstance(got, Body):
-        local = await asyncio.to_thread(_store_body, run, got, path)
-    else:
-        await asyncio.to_thread(run.lake.put_file, got.path, path)
-        local = got.path
     entry = ManifestEntry(
         key=plan.key, table=run.dataset.table, symbol=plan.symbol, period=plan.period,
-        stamp=plan.stamp, status="verified", revision=revision, bronze_path=path,
-        sha256=got.sha256, size=got.size, etag=plan.listed.etag,
-        last_modified=plan.listed.last_modified,
+        stamp=plan.stamp, status="verified", revision=revision,
+        bronze_path=bronze_path(plan.key, revision), sha256=got.sha256, size=got.size,
+        etag=plan.listed.etag, last_modified=plan.listed.last_modified,
     )  # fmt: skip
-    return entry, local
+    return entry, got
 
 
-def _store_body(run: IngestRun, body: Body, path: str) -> Path:
-    """Write a verified in-memory body to bronze; return a local file the parse can read."""
-    run.lake.put_bytes(body.data, path)
-    if not run.lake.is_s3:
-        return Path(run.lake.uri) / path
-    local = run.workdir / "download" / path
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_bytes(body.data)
+async def _store(run: IngestRun, got: Download | Body, path: str) -> Path:
+    """Store verified bytes in bronze; return a local file the parse can read."""
+    if isinstance(got, Body):
+        return await asyncio.to_thread(_store_body, run, got.data, path)
+    await asyncio.to_thread(run.lake.put_file, got.path, path)
+    return got.path
+
+
+def _store_body(run: IngestRun, data: bytes, path: str) -> Path:
+    """Write a verified in-memory body to bronze; return a local file the parse can read.
+
+    On a local lake that is the bronze object itself (it never changes), elsewhere a copy.
+    """
+    run.lake.put_bytes(data, path)
+    local = _body_path(run, path)
+    if run.lake.is_s3:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
     return local
+
+
+def _body_path(run: IngestRun, path: str) -> Path:
+    """Return where `_store_body` leaves the local file of the bronze object `path`."""
+    return run.workdir / "download" / path if run.lake.is_s3 else Path(run.lake.uri) / path
 
 
 def _task(
@@ -446,7 +478,9 @@ async def _process_streamed(
         stall_seconds=run.settings.http_timeout_seconds * 2,
     )
     try:
-        entry, local = await _download(run, archive, plan, previous, on_body=stream.start)
+        async with run.download_slots:
+            entry, got = await _download(run, archive, plan, previous, on_body=stream.start)
+        local = await _store(run, got, entry.bronze_path)
     except IntegrityError as exc:
         await stream.abandon()
         await quarantine_download(run, plan, exc)
@@ -458,6 +492,10 @@ async def _process_streamed(
     except (TransientSourceError, SourceError) as exc:
         await stream.abandon()
         record_failure(run, plan, "failed", f"download failed after retries: {exc}")
+        return
+    except (OSError, StorageError) as exc:
+        await stream.abandon()
+        record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
         return
     except BaseException:
         await asyncio.shield(stream.abandon())
@@ -477,43 +515,95 @@ async def _process_streamed(
     await commit_pending(run, force=False)
 
 
-async def _parse_or_batch(
-    run: IngestRun,
-    plan: PlannedFile,
-    entry: ManifestEntry,
-    local: Path,
-    previous: ManifestEntry | None,
-) -> None:
-    """Hold small bar files for a batch parse; parse anything else at once."""
-    if run.dataset.tick or entry.size > SMALL_FILE_BYTES:
-        await _parse(run, plan, entry, local, previous)
-        return
-    run.small.append((plan, entry, local, previous))
-    if len(run.small) >= run.settings.parse_batch_files:
+def _batched(run: IngestRun, entry: ManifestEntry) -> bool:
+    """Tell whether a file waits for a batch parse: small files of bar-like datasets."""
+    return not run.dataset.tick and entry.size <= SMALL_FILE_BYTES
+
+
+async def _hold(run: IngestRun, held: HeldFile) -> None:
+    """Hold a small file for a batch parse.
+
+    A batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
+    while a worker is idle: workers start early and keep busy beside the downloads, and the
+    batches grow only when they are all busy.
+    """
+    run.small.append(held)
+    waiting = len(run.small)
+    if waiting >= run.settings.parse_batch_files or (
+        run.batches_running < run.workers and waiting >= _min_batch(run)
+    ):
         await _flush_small(run)
 
 
+def _min_batch(run: IngestRun) -> int:
+    """Return the fewest files a batch starts with while a worker is idle."""
+    return max(1, run.settings.parse_batch_files // 8)
+
+
+async def _flush_rest(run: IngestRun) -> None:
+    """Parse what still waits at the end, shared out so every worker takes a part."""
+    rest, run.small = sorted(run.small, key=lambda held: held.plan.key), []
+    if not rest:
+        return
+    parts = max(1, min(run.workers, len(rest) // _min_batch(run)))
+    size = -(-len(rest) // parts)
+    batches = [rest[first : first + size] for first in range(0, len(rest), size)]
+    await asyncio.gather(*(_parse_batch(run, batch) for batch in batches))
+
+
 async def _flush_small(run: IngestRun) -> None:
-    """Parse the held small files in one pass; on any doubt, parse them one by one."""
+    """Parse every held small file in one batch."""
     batch, run.small = run.small, []
+    await _parse_batch(run, batch)
+
+
+async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
+    """Store and parse small files in one pass; on any doubt, one by one."""
     if not batch:
         return
-    tasks = [_task(run, plan, entry.revision, local) for plan, entry, local, _ in batch]
+    # By key: each symbol's days in a row, so a partition is one slice of the batch.
+    batch = sorted(batch, key=lambda held: held.plan.key)
+    files = [_batch_file(run, held) for held in batch]
     uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
     loop = asyncio.get_running_loop()
+    run.batches_running += 1
     try:
         writes = await loop.run_in_executor(
-            run.executor, parse_batch_to_files, tasks, uri, run.lake.storage_options
+            run.executor, store_and_parse_batch, files, run.lake, uri
         )
-    except (BatchRejected, FormatError, IntegrityError, OSError) as exc:
+    except (BatchRejected, FormatError, IntegrityError, OSError, StorageError) as exc:
         # A bad file, or the lake refusing a write: each file then gets its own outcome.
         log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
-        for plan, entry, local, previous in batch:
-            await _parse(run, plan, entry, local, previous)
+        for held in batch:
+            await _parse_held(run, held)
         return
-    for write, (_, entry, _, previous) in zip(writes, batch, strict=True):
-        run.parsed.append((write.parsed, entry, superseded_event(previous, entry), write))
+    finally:
+        run.batches_running -= 1
+    for write, held in zip(writes, batch, strict=True):
+        run.parsed.append(
+            (write.parsed, held.entry, superseded_event(held.previous, held.entry), write)
+        )
     await commit_pending(run, force=False)
+
+
+def _batch_file(run: IngestRun, held: HeldFile) -> BatchFile:
+    """Describe a held file for the batch worker (its bytes travel along when not stored)."""
+    local = held.local or _body_path(run, held.entry.bronze_path)
+    task = _task(run, held.plan, held.entry.revision, local)
+    return BatchFile(task, body=held.body, bronze_path=held.entry.bronze_path)
+
+
+async def _parse_held(run: IngestRun, held: HeldFile) -> None:
+    """Store (when still in memory) and parse one file of a batch that could not be parsed whole."""
+    local = held.local
+    if local is None:
+        assert held.body is not None
+        try:
+            local = await asyncio.to_thread(_store_body, run, held.body, held.entry.bronze_path)
+        except (OSError, StorageError) as exc:
+            record_failure(run, held.plan, "failed", f"could not store in bronze: {exc}")
+            return
+    await _parse(run, held.plan, held.entry, local, held.previous)
 
 
 async def _parse(

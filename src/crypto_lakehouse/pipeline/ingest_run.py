@@ -18,7 +18,6 @@ from crypto_lakehouse.exceptions import ChecksumMismatchError
 from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
 from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
-from crypto_lakehouse.pipeline.plan import PlannedFile
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
 from crypto_lakehouse.pipeline.supersede import report_batch_supersessions
 from crypto_lakehouse.storage.bronze import ManifestEntry, Status, quarantine_path
@@ -30,13 +29,27 @@ if TYPE_CHECKING:
     from crypto_lakehouse.datasets import Dataset
     from crypto_lakehouse.exceptions import IntegrityError
     from crypto_lakehouse.pipeline.parse import ParsedFile
+    from crypto_lakehouse.pipeline.plan import PlannedFile
     from crypto_lakehouse.pipeline.progress import ProgressSink
     from crypto_lakehouse.storage.bronze import Manifest
     from crypto_lakehouse.storage.lake import Lake
 
 log = structlog.get_logger(__name__)
 
-Small = tuple[PlannedFile, ManifestEntry, Path, "ManifestEntry | None"]
+
+@dataclass(frozen=True, slots=True)
+class HeldFile:
+    """A small verified file waiting for its batch parse.
+
+    Either already in bronze and readable at `local`, or still only in memory (`body`): the
+    batch's worker then stores it in bronze before parsing.
+    """
+
+    plan: PlannedFile
+    entry: ManifestEntry
+    previous: ManifestEntry | None
+    local: Path | None = None
+    body: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -48,6 +61,11 @@ class IngestRun:
     settings: Settings
     manifest: Manifest
     executor: Executor
+    #: How many parses the executor runs at once.
+    workers: int
+    #: Files downloading at once. Every file's task starts at once, but only these go past
+    #: this point, so the first responses are not queued behind hundreds of task starts.
+    download_slots: asyncio.Semaphore
     progress: ProgressSink
     workdir: Path
     started: datetime
@@ -58,7 +76,9 @@ class IngestRun:
     )
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     plans: dict[str, PlannedFile] = field(default_factory=dict)
-    small: list[Small] = field(default_factory=list)
+    small: list[HeldFile] = field(default_factory=list)
+    #: Batch parses on the executor now (`ingest._hold` starts another while one is idle).
+    batches_running: int = 0
     #: Workers share this host's disk, so a parse may follow a download (not on Dask).
     stream_capable: bool = False
     #: Commits what waits after `commit_interval_seconds` (see `ingest._arm_flush_timer`).

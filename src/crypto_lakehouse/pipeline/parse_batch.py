@@ -5,10 +5,15 @@ zip, concatenates the CSV bodies, parses them once, and validates every rule of
 `FileParser` with vectorised expressions over a per-row file index. Any doubt — a bad cell,
 a mixed epoch unit, a row outside its period — raises `BatchRejected`, and the caller parses
 those files one by one, so each bad file still gets its own precise error.
+
+Files fetched into memory reach the worker as bytes with their bronze path: the worker writes
+the bronze objects of the whole batch, in one thread, before it parses (one hand-off per batch
+instead of one per file, and no threads racing for the same folder).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
-from crypto_lakehouse.pipeline.direct import DirectWrite, write_partition_files
+from crypto_lakehouse.pipeline.direct import DirectWrite, split_partitions, write_partitions
 from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, period_bounds
 from crypto_lakehouse.sources.binance.formats import (
     MICROS_THRESHOLD,
@@ -31,54 +36,92 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from crypto_lakehouse.datasets import Dataset
+    from crypto_lakehouse.storage.lake import Lake
 
 
 class BatchRejected(Exception):
     """The batch cannot be parsed in one pass; parse its files one by one."""
 
 
-def _bodies(tasks: Sequence[ParseTask]) -> tuple[bytes, list[tuple[str | None, int, int]]]:
+@dataclass(frozen=True, slots=True)
+class BatchFile:
+    """One file of a batch: its parse task, and its verified zip bytes when not in bronze yet."""
+
+    task: ParseTask
+    #: The zip as downloaded (checksum verified), to be stored at `bronze_path` first.
+    body: bytes | None = None
+    bronze_path: str = ""
+
+
+def _bodies(
+    tasks: Sequence[ParseTask], zips: Sequence[bytes | None]
+) -> tuple[bytes, list[tuple[str | None, int, int]]]:
     """Inflate each file; return the joined CSV bodies and (header, rows, csv bytes) per file."""
     bodies: list[bytes] = []
     meta: list[tuple[str | None, int, int]] = []
-    for task in tasks:
-        raw = read_csv_member(Path(task.zip_path))
+    for task, data in zip(tasks, zips, strict=True):
+        raw = read_csv_member(data if data is not None else Path(task.zip_path))
         header, body = split_header(raw)
         bodies.append(body)
         meta.append((header, body.count(b"\n"), len(raw)))
     return b"".join(bodies), meta
 
 
-def _files_frame(tasks: Sequence[ParseTask], dataset: Dataset) -> pl.DataFrame:
-    """Return one row per file: index, symbol, interval, lineage constants, period bounds."""
+def _file_columns(
+    tasks: Sequence[ParseTask], dataset: Dataset, index: pl.Series
+) -> list[pl.Series]:
+    """Return each row's file constants (symbol, lineage, period bounds), gathered by file index."""
     bounds = [period_bounds(t.period, t.stamp) for t in tasks]
-    columns: dict[str, object] = {
-        "_file": pl.Series(range(len(tasks)), dtype=pl.UInt32),
-        "symbol": [t.symbol for t in tasks],
-        "_bronze_key": pl.Series([t.key for t in tasks], dtype=pl.Categorical),
-        "_revision": pl.Series([t.revision for t in tasks], dtype=pl.Int64),
-        "_start": pl.Series([b[0] for b in bounds], dtype=TIMESTAMP),
-        "_end": pl.Series([b[1] for b in bounds], dtype=TIMESTAMP),
-    }
+    columns = [
+        pl.Series("symbol", [t.symbol for t in tasks], dtype=pl.String),
+        pl.Series("_bronze_key", [t.key for t in tasks], dtype=pl.Categorical),
+        pl.Series("_revision", [t.revision for t in tasks], dtype=pl.Int64),
+        pl.Series("_start", [b[0] for b in bounds], dtype=TIMESTAMP),
+        pl.Series("_end", [b[1] for b in bounds], dtype=TIMESTAMP),
+    ]
     if dataset.has_interval:
-        columns["interval"] = [t.interval for t in tasks]
-    return pl.DataFrame(columns)
+        columns.append(pl.Series("interval", [t.interval for t in tasks], dtype=pl.String))
+    return [column.gather(index) for column in columns]
+
+
+def store_and_parse_batch(
+    files: Sequence[BatchFile], lake: Lake, table_uri: str
+) -> list[DirectWrite]:
+    """Store the batch's in-memory zips in bronze, then parse them (`parse_batch_to_files`).
+
+    Bronze comes first: no silver row may name a bronze object that is not there.
+
+    Raises:
+        OSError, StorageError: a bronze write failed (objects already written stay; they are
+            the verified bytes, rewritten unchanged on a retry).
+        BatchRejected: as `parse_batch_to_files`.
+    """
+    for file in files:
+        if file.body is not None:
+            lake.put_bytes(file.body, file.bronze_path)
+    return parse_batch_to_files(
+        [f.task for f in files], table_uri, lake.storage_options, [f.body for f in files]
+    )
 
 
 def parse_batch_to_files(
-    tasks: Sequence[ParseTask], table_uri: str, storage_options: dict[str, str]
+    tasks: Sequence[ParseTask],
+    table_uri: str,
+    storage_options: dict[str, str],
+    zips: Sequence[bytes | None] | None = None,
 ) -> list[DirectWrite]:
     """Parse small files of one non-tick dataset and write their silver Parquet files.
 
     The files sit in the table folder uncommitted (`silver.commit_bar_files` adds them), one
-    per partition; every returned write names all of them.
+    per partition; every returned write names all of them. A file's zip is read from
+    `zips[i]` when given there, else from its task's `zip_path`.
 
     Raises:
         BatchRejected: anything a per-file parse would report; nothing is written.
     """
-    dataset, unique, parsed = _parse_batch(tasks)
-    files = write_partition_files(
-        _silver(unique, dataset, tasks[0]),
+    dataset, unique, parsed = _parse_batch(tasks, zips or [None] * len(tasks))
+    files = write_partitions(
+        _partition_slices(_silver(unique, dataset, tasks[0]), tasks, parsed, dataset),
         dataset.partition_by,
         table_uri,
         storage_options,
@@ -87,28 +130,64 @@ def parse_batch_to_files(
     return [DirectWrite(p, files) for p in parsed]
 
 
-def _parse_batch(tasks: Sequence[ParseTask]) -> tuple[Dataset, pl.DataFrame, list[ParsedFile]]:
+def _partition_slices(
+    frame: pl.DataFrame, tasks: Sequence[ParseTask], parsed: Sequence[ParsedFile], dataset: Dataset
+) -> list[tuple[dict[str, str], pl.DataFrame]]:
+    """Cut the batch into partitions by runs of files, without copying.
+
+    A file's unique rows are contiguous and in file order, `parsed[i].rows` of them. Batches
+    arrive sorted by key, so each (symbol, interval) is one run of files; a partition seen
+    again later (an unsorted batch) falls back to `split_partitions`.
+    """
+    runs: list[tuple[dict[str, str], int, int]] = []
+    offset = 0
+    for task, result in zip(tasks, parsed, strict=True):
+        values = {"symbol": task.symbol}
+        if dataset.has_interval:
+            values["interval"] = str(task.interval)
+        values = {name: values[name] for name in dataset.partition_by}
+        if runs and runs[-1][0] == values:
+            runs[-1] = (values, runs[-1][1], runs[-1][2] + result.rows)
+        else:
+            runs.append((values, offset, result.rows))
+        offset += result.rows
+    keys = [tuple(values.items()) for values, _, _ in runs]
+    if len(set(keys)) != len(keys) or set(dataset.partition_by) - {"symbol", "interval"}:
+        return split_partitions(frame, dataset.partition_by)
+    return [(values, frame.slice(start, length)) for values, start, length in runs if length]
+
+
+def _parse_batch(
+    tasks: Sequence[ParseTask], zips: Sequence[bytes | None]
+) -> tuple[Dataset, pl.DataFrame, list[ParsedFile]]:
     """Parse and validate a batch; return the dataset, its unique rows and one result per file."""
     dataset = get_dataset(tasks[0].market, tasks[0].data_type)
     if dataset.tick or dataset.derived_time_from_date_hour:
         raise BatchRejected("only bar-like datasets are batched")
-    body, meta = _bodies(tasks)
+    body, meta = _bodies(tasks, zips)
     try:
         raw = pl.read_csv(body, has_header=False, schema=read_schema(dataset), quote_char='"')
     except pl.exceptions.PolarsError as exc:
         raise BatchRejected(str(exc)) from exc
-    if raw.height != sum(rows for _, rows, _ in meta):
+    counts = [rows for _, rows, _ in meta]
+    if raw.height != sum(counts):
         raise BatchRejected("blank or unterminated lines")
-    file_index = pl.concat(
-        [pl.repeat(i, rows, dtype=pl.UInt32, eager=True) for i, (_, rows, _) in enumerate(meta)]
-    ).alias("_file")
+    ends = pl.Series(counts, dtype=pl.UInt32).cum_sum()
+    # Row r belongs to the first file whose cumulative row count exceeds r.
+    file_index = ends.search_sorted(pl.int_range(raw.height, dtype=pl.UInt32, eager=True),
+                                    side="right").cast(pl.UInt32).alias("_file")  # fmt: skip
     frame = _typed(raw.with_columns(file_index), dataset)
-    frame = frame.join(_files_frame(tasks, dataset), on="_file", how="left", maintain_order="left")
+    frame = frame.with_columns(_file_columns(tasks, dataset, file_index))
     _validate(frame, dataset)
     key = ["_file", *(c for c in dataset.primary_key if c not in ("symbol", "interval"))]
-    duplicated = frame.select(pl.struct(key).is_duplicated().any()).item()
-    unique = frame.unique(subset=key, keep="first", maintain_order=True) if duplicated else frame
-    stats = _per_file_stats(frame, unique, dataset, len(tasks))
+    if key == ["_file", dataset.time_column] and _rising_in_each_file(frame, dataset):
+        # No key can repeat, and each file's first and last rows hold its bounds.
+        unique, stats = frame, _bounds_by_position(frame, counts, dataset)
+    else:
+        unique = frame
+        if frame.select(pl.struct(key).is_duplicated().any()).item():
+            unique = frame.unique(subset=key, keep="first", maintain_order=True)
+        stats = _per_file_stats(frame, unique, dataset, len(tasks))
     return (
         dataset,
         unique,
@@ -146,6 +225,11 @@ def _typed(raw: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
     )
 
 
+def _same_file_as_previous_row() -> pl.Expr:
+    """True where a row follows another row of the same file."""
+    return pl.col("_file") == pl.col("_file").shift(1)
+
+
 def _validate(frame: pl.DataFrame, dataset: Dataset) -> None:
     """Reject the batch on empty required cells, mixed units, or rows outside their period."""
     required = required_columns(dataset)
@@ -153,11 +237,49 @@ def _validate(frame: pl.DataFrame, dataset: Dataset) -> None:
     problems = frame.select(
         pl.any_horizontal(pl.col(required).is_null()).any().alias("nulls"),
         ((time < pl.col("_start")) | (time > pl.col("_end"))).any().alias("outside"),
-        (pl.col("_us").n_unique().over("_file") > 1).any().alias("mixed"),
+        ((pl.col("_us") != pl.col("_us").shift(1)) & _same_file_as_previous_row())
+        .any()
+        .alias("mixed"),
     ).row(0, named=True)
     bad = [name for name, hit in problems.items() if hit]
     if bad:
         raise BatchRejected(", ".join(bad))
+
+
+def _rising_in_each_file(frame: pl.DataFrame, dataset: Dataset) -> bool:
+    """Tell whether every file's times strictly increase row after row (as Binance writes)."""
+    time = pl.col(dataset.time_column)
+    falls = (time <= time.shift(1)) & _same_file_as_previous_row()
+    return not frame.select(falls.any()).item()
+
+
+def _bounds_by_position(
+    frame: pl.DataFrame, counts: Sequence[int], dataset: Dataset
+) -> list[tuple[int, int, datetime | None, datetime | None, str | None]]:
+    """Return per-file stats read off each file's first and last rows (times rise in files)."""
+    firsts: list[int] = []
+    offset = 0
+    for count in counts:
+        firsts.append(offset)
+        offset += count
+    present = [i for i, count in enumerate(counts) if count]
+    first_rows = [firsts[i] for i in present]
+    last_rows = [firsts[i] + counts[i] - 1 for i in present]
+    time = pl.col(dataset.time_column)
+    edges = frame.select(
+        time.gather(first_rows).alias("lo"),
+        time.gather(last_rows).alias("hi"),
+        pl.col("_us").gather(first_rows).alias("us"),
+    )
+    found = dict(zip(present, edges.iter_rows(), strict=True))
+    out: list[tuple[int, int, datetime | None, datetime | None, str | None]] = []
+    for index, count in enumerate(counts):
+        if index not in found:
+            out.append((0, 0, None, None, None))
+            continue
+        lo, hi, us = found[index]
+        out.append((count, 0, _utc(lo), _utc(hi), "us" if us else "ms"))
+    return out
 
 
 def _per_file_stats(

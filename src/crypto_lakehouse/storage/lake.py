@@ -119,8 +119,9 @@ class Lake:
         try:
             write(tmp)
             os.replace(tmp, target)
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
 
     def get_file(self, relative: str, local: Path) -> Path:
         """Copy an object of the lake to a local path and return it (no copy on local disk)."""

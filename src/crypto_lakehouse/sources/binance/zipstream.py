@@ -62,17 +62,18 @@ def iter_csv_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
         yield from _line_chunks(_inflate(raw, info, max(chunk_bytes // 4, 4096)), chunk_bytes)
 
 
-def read_csv_member(path: Path) -> bytes:
+def read_csv_member(source: Path | bytes) -> bytes:
     """Return a small zip's whole CSV member, inflated in one call and CRC-checked.
 
     For daily files of a few hundred KB: one read and one inflate instead of the chunked
-    generator pipeline, which cost more interpreter time than the inflating itself.
+    generator pipeline, which cost more interpreter time than the inflating itself. `source`
+    is the zip's path, or its bytes when they are still in memory from the download.
 
     Raises:
         TruncatedBodyError: the zip is not readable or its member is corrupt.
         FormatError: no single CSV member, or an unsupported compression.
     """
-    data = path.read_bytes()
+    data = source.read_bytes() if isinstance(source, Path) else source
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             info = csv_member(archive)

@@ -1,0 +1,91 @@
+"""Small files: batches start while workers are idle, and bronze is written by the batch."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from crypto_lakehouse.pipeline import ingest as ingest_module
+from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.storage.bronze import Manifest
+from crypto_lakehouse.storage.lake import Lake
+from tests.servers.archive_files import publish
+from tests.servers.synthetic import kline_csv
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from crypto_lakehouse.config import Settings
+
+ETH_1M = "data/spot/daily/klines/ETHUSDT/1m/"
+
+
+def _publish_days(archive_root: Path, first: date, days: int) -> None:
+    """Publish `days` short ETHUSDT 1m files from `first` on."""
+    for offset in range(days):
+        day = (first + timedelta(days=offset)).isoformat()
+        publish(archive_root, f"{ETH_1M}ETHUSDT-1m-{day}.zip", kline_csv(day, minutes=30))
+
+
+def _count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every batch the ingest hands to its workers."""
+    sizes: list[int] = []
+    real = ingest_module.store_and_parse_batch
+
+    def counting(files: Any, *args: Any) -> Any:
+        sizes.append(len(files))
+        return real(files, *args)
+
+    monkeypatch.setattr(ingest_module, "store_and_parse_batch", counting)
+    return sizes
+
+
+def test_batches_start_small_while_workers_are_idle(
+    tmp_path: Path,
+    settings_for: Callable[..., Settings],
+    archive_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that waits takes a batch of an eighth; no batch exceeds parse_batch_files."""
+    _publish_days(archive_root, date(2021, 1, 1), 24)
+    sizes = _count_batches(monkeypatch)
+    root = str(tmp_path / "lake")
+    settings = settings_for(root, parse_batch_files=16, workers=2, auto_compact=False)
+    request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
+                            date(2021, 1, 24))  # fmt: skip
+    result = asyncio.run(ingest(request, settings))
+    assert result.ok
+    assert result.rows_loaded == 24 * 30
+    assert sum(sizes) == 24
+    assert len(sizes) >= 2
+    assert max(sizes) <= 16
+    assert min(sizes) >= 2  # an eighth of 16, or the rest shared out at the end
+
+
+def test_a_refused_bronze_write_fails_those_files_and_loads_the_others(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
+) -> None:
+    """One symbol's bronze folder is blocked: its files fail, the other symbol's load."""
+    _publish_days(archive_root, date(2020, 1, 1), 3)
+    root = tmp_path / "lake"
+    blocked = root / "bronze" / "binance" / ETH_1M.rstrip("/")
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where a folder must go")
+    request = IngestRequest("spot", "klines", ("BTCUSDT", "ETHUSDT"), "1m", date(2020, 1, 1),
+                            date(2020, 1, 3))  # fmt: skip
+    result = asyncio.run(ingest(request, settings_for(str(root))))
+    outcomes = {f.key: f for f in result.files}
+    assert not result.ok
+    assert sorted(f.key.split("/")[4] for f in result.loaded) == ["BTCUSDT"] * 3
+    failed = [f for key, f in outcomes.items() if key.startswith(ETH_1M)]
+    assert [f.outcome for f in failed] == ["failed"] * 3
+    assert all("could not store in bronze" in f.reason for f in failed)
+    blocked.unlink()
+    again = asyncio.run(ingest(request, settings_for(str(root))))
+    assert sorted(f.key.split("/")[4] for f in again.loaded) == ["ETHUSDT"] * 3
+    current = Manifest(Lake.at(str(root))).current()
+    assert all(current[f.key].status == "loaded" for f in again.loaded)

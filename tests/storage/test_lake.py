@@ -1,0 +1,42 @@
+"""Lake objects are written atomically: a reader sees the old bytes or the new, never half."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from crypto_lakehouse.storage.lake import Lake
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_put_bytes_creates_folders_and_replaces_in_place(tmp_path: Path) -> None:
+    """The object lands at its path; a second write replaces it; no temp file remains."""
+    lake = Lake.at(str(tmp_path))
+    lake.put_bytes(b"first", "bronze/a/b/object.zip")
+    lake.put_bytes(b"second", "bronze/a/b/object.zip")
+    folder = tmp_path / "bronze" / "a" / "b"
+    assert (folder / "object.zip").read_bytes() == b"second"
+    assert [p.name for p in folder.iterdir()] == ["object.zip"]
+
+
+def test_failed_write_keeps_the_old_object_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails half-way (disk full) leaves the previous bytes and nothing else."""
+    lake = Lake.at(str(tmp_path))
+    lake.put_bytes(b"old", "bronze/object.zip")
+
+    def disk_full(self: Path, data: bytes) -> int:
+        with self.open("wb") as sink:
+            sink.write(data[:2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_bytes", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        lake.put_bytes(b"new bytes", "bronze/object.zip")
+    monkeypatch.undo()
+    assert (tmp_path / "bronze" / "object.zip").read_bytes() == b"old"
+    assert [p.name for p in (tmp_path / "bronze").iterdir()] == ["object.zip"]
