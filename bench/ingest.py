@@ -262,6 +262,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--top", type=int, default=25, help="profile rows kept per stage")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=WORK,
+        help="where the run's lakes and outputs go, deleted at the end (default bench/work)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -272,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     executors = [e.strip() for e in args.executors.split(",") if e.strip()]
     report: dict[str, Any] = {
         "benchmark": "ingest",
+        "work_dir": str(args.work_dir),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": cpu_info(),
         "argv": sys.argv[1:] if argv is None else argv,
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     print(f"machine: {report['machine']} (figures are noisy when the load average is high)")
-    with scratch(WORK) as args.scratch:
+    with scratch(args.work_dir) as args.scratch:
         if args.scenario in ("big", "all"):
             report["scenarios"]["big"] = run_big(args, executors)
         if args.scenario in ("small", "all"):

@@ -221,17 +221,20 @@ async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -
             run.progress.file_done(plan.key, "skipped_unchanged")
     log.info("ingest_planned", table=run.dataset.table, files=len(planned), todo=len(todo),
              missing=len(missing))  # fmt: skip
+    run.awaiting = len(todo)
     tasks = [
         asyncio.create_task(_process(run, archive, plan, action, current.get(plan.key)))
         for plan, action in todo
     ]
     try:
         await asyncio.gather(*tasks)
+        run.awaiting = 0
+        _schedule_batches(run)
+        await _drain_batches(run)
     finally:
-        for task in tasks:
+        for task in (*tasks, *run.batch_tasks):
             task.cancel()
         await _disarm_flush_timer(run)
-    await _flush_rest(run)
     await commit_pending(run, force=True)
 
 
@@ -250,7 +253,8 @@ async def _flush_later(run: IngestRun) -> None:
     """Parse and commit whatever waits once the interval has passed."""
     await asyncio.sleep(run.settings.commit_interval_seconds)
     log.info("interval_commit", waiting_parse=len(run.small), waiting_commit=len(run.parsed))
-    await _flush_small(run)
+    _start_batch(run, run.settings.parse_batch_files)
+    await _drain_batches(run)
     await commit_pending(run, force=True)
 
 
@@ -335,18 +339,32 @@ async def _process(
     previous: ManifestEntry | None,
 ) -> None:
     """Fetch (or reuse) one file, parse it on the executor, and queue it for commit."""
-    if action == "download" and _can_stream(run, plan, previous):
-        await _process_streamed(run, archive, plan, previous)
-        _arm_flush_timer(run)
-        return
+    try:
+        if action == "download" and _can_stream(run, plan, previous):
+            await _process_streamed(run, archive, plan, previous)
+        else:
+            await _fetch_and_parse(run, archive, plan, action, previous)
+    finally:
+        if run.awaiting_done(plan.key):
+            _schedule_batches(run)  # nothing more will arrive: share out what waits
+    _arm_flush_timer(run)
+
+
+async def _fetch_and_parse(
+    run: IngestRun,
+    archive: ArchiveClient,
+    plan: PlannedFile,
+    action: str,
+    previous: ManifestEntry | None,
+) -> None:
+    """Fetch (or reuse) one file, then hold it for a batch or parse it on the executor."""
     try:
         if action == "download":
             async with run.download_slots:
                 entry, got = await _download(run, archive, plan, previous)
             if isinstance(got, Body) and _batched(run, entry):
                 # Stored in bronze by the batch's worker, just before it parses.
-                await _hold(run, HeldFile(plan, entry, previous, body=got.data))
-                _arm_flush_timer(run)
+                _hold(run, HeldFile(plan, entry, previous, body=got.data))
                 return
             local = await _store(run, got, entry.bronze_path)
         else:
@@ -368,10 +386,10 @@ async def _process(
         record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
         return
     if _batched(run, entry):
-        await _hold(run, HeldFile(plan, entry, previous, local=local))
-    else:
-        await _parse(run, plan, entry, local, previous)
-    _arm_flush_timer(run)
+        _hold(run, HeldFile(plan, entry, previous, local=local))
+        return
+    run.awaiting_done(plan.key)
+    await _parse(run, plan, entry, local, previous)
 
 
 async def _download(
@@ -520,53 +538,60 @@ def _batched(run: IngestRun, entry: ManifestEntry) -> bool:
     return not run.dataset.tick and entry.size <= SMALL_FILE_BYTES
 
 
-async def _hold(run: IngestRun, held: HeldFile) -> None:
-    """Hold a small file for a batch parse.
+def _hold(run: IngestRun, held: HeldFile) -> None:
+    """Hold a small file for a batch parse, and start batches on idle workers."""
+    run.small.append(held)
+    run.awaiting_done(held.plan.key)
+    _schedule_batches(run)
+
+
+def _schedule_batches(run: IngestRun) -> None:
+    """Start batch parses of the held small files while workers are free.
 
     A batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
     while a worker is idle: workers start early and keep busy beside the downloads, and the
-    batches grow only when they are all busy.
+    batches grow only while they are all busy. Once nothing more is downloading, what waits
+    is shared out over the idle workers.
     """
-    run.small.append(held)
-    waiting = len(run.small)
-    if waiting >= run.settings.parse_batch_files or (
-        run.batches_running < run.workers and waiting >= _min_batch(run)
-    ):
-        await _flush_small(run)
+    limit = run.settings.parse_batch_files
+    while run.small:
+        waiting = len(run.small)
+        idle = run.workers - run.batches_running
+        if waiting >= limit:
+            _start_batch(run, limit)
+        elif idle <= 0:
+            return
+        elif run.awaiting == 0:
+            _start_batch(run, -(-waiting // idle))
+        elif waiting >= max(1, limit // 8):
+            _start_batch(run, waiting)
+        else:
+            return
 
 
-def _min_batch(run: IngestRun) -> int:
-    """Return the fewest files a batch starts with while a worker is idle."""
-    return max(1, run.settings.parse_batch_files // 8)
-
-
-async def _flush_rest(run: IngestRun) -> None:
-    """Parse what still waits at the end, shared out so every worker takes a part."""
-    rest, run.small = sorted(run.small, key=lambda held: held.plan.key), []
-    if not rest:
+def _start_batch(run: IngestRun, size: int) -> None:
+    """Parse the first `size` held files (by key) as one batch, in a task of its own."""
+    run.small.sort(key=lambda held: held.plan.key)
+    batch, run.small = run.small[:size], run.small[size:]
+    if not batch:
         return
-    parts = max(1, min(run.workers, len(rest) // _min_batch(run)))
-    size = -(-len(rest) // parts)
-    batches = [rest[first : first + size] for first in range(0, len(rest), size)]
-    await asyncio.gather(*(_parse_batch(run, batch) for batch in batches))
+    run.batches_running += 1
+    task = asyncio.create_task(_parse_batch(run, batch))
+    run.batch_tasks.add(task)
+    task.add_done_callback(run.batch_tasks.discard)
 
 
-async def _flush_small(run: IngestRun) -> None:
-    """Parse every held small file in one batch."""
-    batch, run.small = run.small, []
-    await _parse_batch(run, batch)
+async def _drain_batches(run: IngestRun) -> None:
+    """Wait until every batch parse, and any batch they start, has finished."""
+    while run.batch_tasks:
+        await asyncio.gather(*run.batch_tasks)
 
 
 async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
     """Store and parse small files in one pass; on any doubt, one by one."""
-    if not batch:
-        return
-    # By key: each symbol's days in a row, so a partition is one slice of the batch.
-    batch = sorted(batch, key=lambda held: held.plan.key)
     files = [_batch_file(run, held) for held in batch]
     uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
     loop = asyncio.get_running_loop()
-    run.batches_running += 1
     try:
         writes = await loop.run_in_executor(
             run.executor, store_and_parse_batch, files, run.lake, uri
@@ -579,6 +604,7 @@ async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
         return
     finally:
         run.batches_running -= 1
+        _schedule_batches(run)
     for write, held in zip(writes, batch, strict=True):
         run.parsed.append(
             (write.parsed, held.entry, superseded_event(held.previous, held.entry), write)

@@ -77,8 +77,21 @@ class IngestRun:
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     plans: dict[str, PlannedFile] = field(default_factory=dict)
     small: list[HeldFile] = field(default_factory=list)
-    #: Batch parses on the executor now (`ingest._hold` starts another while one is idle).
+    #: Batch parses on the executor now (`ingest._schedule_batches` fills idle workers).
     batches_running: int = 0
+    batch_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Files still downloading (or still to start); at 0 the held files are shared out.
+    awaiting: int = 0
+    _arrived: set[str] = field(default_factory=set)
+
+    def awaiting_done(self, key: str) -> bool:
+        """Count a file as no longer downloading (once); tell whether it was the last one."""
+        if key in self._arrived:
+            return False
+        self._arrived.add(key)
+        self.awaiting -= 1
+        return self.awaiting == 0
+
     #: Workers share this host's disk, so a parse may follow a download (not on Dask).
     stream_capable: bool = False
     #: Commits what waits after `commit_interval_seconds` (see `ingest._arm_flush_timer`).
