@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -126,6 +127,7 @@ class _EtagCache:
         """Start empty."""
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, int, int, int], str] = {}
+        self._bodies: dict[tuple[str, int, int, int], tuple[str, bytes]] = {}
 
     def etag(self, path: Path, fh: BinaryIO, st: os.stat_result) -> str:
         """Return the ETag of the open file fh, hashing it (and rewinding) on a miss."""
@@ -148,6 +150,28 @@ class _EtagCache:
         with path.open("rb") as fh:
             st = os.fstat(fh.fileno())
             return self.etag(path, fh, st), st
+
+    def small_object(self, path: Path, st: os.stat_result) -> tuple[str, bytes, os.stat_result]:
+        """Return (ETag, bytes, stat) of a file of at most CHUNK_SIZE bytes, from memory.
+
+        Daily zips and CHECKSUMs are served thousands of times a run; keeping them in memory
+        (keyed like the ETags, so a rewritten file is read again) spares an open and a read
+        per request.
+        """
+        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._bodies.get(key)
+        if cached is not None:
+            return cached[0], cached[1], st
+        with path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read()
+        etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            self._cache[key] = etag
+            self._bodies[key] = (etag, data)
+        return etag, data, st
 
 
 @dataclass(frozen=True)
@@ -201,6 +225,15 @@ def _error_xml(code: int, message: str, key: str = "") -> bytes:
     key_xml = f"<Key>{escape(key)}</Key>" if key else ""
     return (f"{_XML_HEAD}<Error><Code>{name}</Code><Message>{escape(message)}</Message>{key_xml}"
             f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>").encode()
+
+
+def _regular_file_stat(path: Path) -> os.stat_result | None:
+    """Return the stat of a regular file, or None when there is none at `path`."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -334,10 +367,22 @@ class _Handler(BaseHTTPRequestHandler):
         root = self.server.app.root
         parts = PurePosixPath(path).parts[1:]
         file = root.joinpath(*parts) if parts and parts[0] == "data" else None
-        if file is None or any(p in ("..", ".") for p in parts) or not file.is_file():
+        safe = file is not None and not any(p in ("..", ".") for p in parts)
+        st = _regular_file_stat(file) if file is not None and safe else None
+        if file is None or st is None:
             key = path.lstrip("/")
             self._send(404, {"Content-Type": "application/xml"},
                        _error_xml(404, "The specified key does not exist.", key))
+            return
+        content_type = _CONTENT_TYPES.get(file.suffix, "application/octet-stream")
+        if st.st_size <= CHUNK_SIZE:
+            etag, data, st = self.server.app._etags.small_object(file, st)
+            headers = {"Content-Type": content_type, "ETag": etag,
+                       "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True)}
+            if self._not_modified(etag, st.st_mtime):
+                self._send(304, headers, b"", length=st.st_size)
+                return
+            self._send(200, headers, data, length=st.st_size, cut=cut)
             return
         with file.open("rb") as fh:
             st = os.fstat(fh.fileno())

@@ -55,16 +55,30 @@ class BatchFile:
 
 def _bodies(
     tasks: Sequence[ParseTask], zips: Sequence[bytes | None]
-) -> tuple[bytes, list[tuple[str | None, int, int]]]:
-    """Inflate each file; return the joined CSV bodies and (header, rows, csv bytes) per file."""
+) -> tuple[list[bytes], list[tuple[str | None, int, int]]]:
+    """Inflate each file; return the CSV bodies and (header, rows, csv bytes) per file."""
     bodies: list[bytes] = []
     meta: list[tuple[str | None, int, int]] = []
     for task, data in zip(tasks, zips, strict=True):
         raw = read_csv_member(data if data is not None else Path(task.zip_path))
         header, body = split_header(raw)
-        bodies.append(body)
+        if body:
+            bodies.append(body)
         meta.append((header, body.count(b"\n"), len(raw)))
-    return b"".join(bodies), meta
+    return bodies, meta
+
+
+def _read_bodies(bodies: list[bytes], dataset: Dataset) -> pl.DataFrame:
+    """Parse the bodies in one polars scan, in order.
+
+    One source per file, not one joined buffer: joining copied every body once more, into
+    memory freshly mapped for each batch (a page fault per 4 KB), while holding the GIL.
+    """
+    schema = read_schema(dataset)
+    if not bodies:
+        return pl.DataFrame(schema=schema)
+    scan = pl.scan_csv(bodies, has_header=False, schema=schema, quote_char='"')  # type: ignore[arg-type]
+    return scan.collect()
 
 
 def _file_columns(
@@ -164,9 +178,9 @@ def _parse_batch(
     dataset = get_dataset(tasks[0].market, tasks[0].data_type)
     if dataset.tick or dataset.derived_time_from_date_hour:
         raise BatchRejected("only bar-like datasets are batched")
-    body, meta = _bodies(tasks, zips)
+    bodies, meta = _bodies(tasks, zips)
     try:
-        raw = pl.read_csv(body, has_header=False, schema=read_schema(dataset), quote_char='"')
+        raw = _read_bodies(bodies, dataset)
     except pl.exceptions.PolarsError as exc:
         raise BatchRejected(str(exc)) from exc
     counts = [rows for _, rows, _ in meta]
