@@ -13,6 +13,7 @@ release the GIL), so one large file uses both cores.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -42,6 +43,24 @@ if TYPE_CHECKING:
 #: Column types given min/max statistics. Readers (delta-rs, the pyarrow dataset of a Delta
 #: table) prune files on them: a column without them must not look like "all null".
 _STAT_KINDS = (pl.Int64, pl.Float64, pl.Datetime, pl.Date, pl.Boolean, pl.String, pl.Categorical)
+
+
+@functools.lru_cache(maxsize=64)
+def _summary_exprs(schema: tuple[tuple[str, pl.DataType], ...]) -> tuple[list[str], list[pl.Expr]]:
+    """Return the statistics columns of a schema and the expressions that summarise a chunk.
+
+    Cached per schema: building some fifty expressions in Python for every file written cost
+    more interpreter time (under the GIL) than evaluating them.
+    """
+    stat_columns = [name for name, kind in schema if isinstance(kind, _STAT_KINDS)]
+    texts = [pl.col(name).cast(pl.String) if isinstance(kind, pl.Categorical) else pl.col(name)
+             for name, kind in schema if isinstance(kind, _STAT_KINDS)]  # fmt: skip
+    exprs = [
+        *(e.min().alias(f"min:{c}") for c, e in zip(stat_columns, texts, strict=True)),
+        *(e.max().alias(f"max:{c}") for c, e in zip(stat_columns, texts, strict=True)),
+        *(pl.col(name).null_count().alias(f"nul:{name}") for name, _ in schema),
+    ]
+    return stat_columns, exprs
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +125,8 @@ class _PartitionFile:
     def observe(self, frame: pl.DataFrame) -> None:
         """Fold a chunk's min, max and null counts into the file statistics."""
         self.rows += frame.height
-        stat_columns = [n for n, t in frame.schema.items() if isinstance(t, _STAT_KINDS)]
-        texts = [pl.col(c).cast(pl.String) if isinstance(t, pl.Categorical) else pl.col(c)
-                 for c, t in frame.schema.items() if isinstance(t, _STAT_KINDS)]  # fmt: skip
-        summary = frame.select(
-            *(e.min().alias(f"min:{c}") for c, e in zip(stat_columns, texts, strict=True)),
-            *(e.max().alias(f"max:{c}") for c, e in zip(stat_columns, texts, strict=True)),
-            *(pl.col(c).null_count().alias(f"nul:{c}") for c in frame.columns),
-        ).row(0, named=True)
+        stat_columns, summary_exprs = _summary_exprs(tuple(frame.schema.items()))
+        summary = frame.select(summary_exprs).row(0, named=True)
         for name in stat_columns:
             low, high = summary[f"min:{name}"], summary[f"max:{name}"]
             if low is not None:

@@ -7,6 +7,7 @@ touches Delta: workers may be separate processes or Dask workers; the committer 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,8 +65,11 @@ class ParsedFile:
     csv_bytes: int
 
 
+@functools.lru_cache(maxsize=8192)
 def period_bounds(period: str, stamp: str) -> tuple[datetime, datetime]:
     """Return the [start, end] instants a file may cover; `end` is the next period's start.
+
+    Cached: batches ask for the same days of every symbol, and `strptime` is slow.
 
     The end is inclusive because end-of-period labelled files (UM metrics before 2026-06-25)
     put the next midnight into the day's file (binance-archive.md §2.8).
