@@ -250,3 +250,22 @@ def test_slow_file_does_not_hold_back_the_others(
     first = DeltaTable(uri, version=versions[0]).to_pyarrow_dataset().count_rows()
     assert first == 2880  # the two fast days, committed before the slow one arrived
     assert query(root, "SELECT count(*) FROM silver.spot_klines").item() == 4320
+
+
+def test_tables_are_created_beside_the_downloads_even_when_nothing_loads(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive: ArchiveServer
+) -> None:
+    """A fresh lake gets its (empty) silver table and manifest while files download."""
+    from deltalake import DeltaTable
+
+    for day in ("01", "02", "03"):
+        archive.faults.add(f"/{SPOT_1M}BTCUSDT-1m-2020-01-{day}.zip", Fault.status(404), times=5)
+    root = str(tmp_path / "lake")
+    result = run(SPOT_REQUEST, settings_for(root))
+    assert [f.outcome for f in result.files] == ["missing_upstream"] * 3
+    assert result.rows_loaded == 0
+    silver = DeltaTable(Lake.at(root).table_uri("silver", "spot_klines"))
+    assert silver.version() == 0
+    assert silver.to_pyarrow_dataset().count_rows() == 0
+    current = Manifest(Lake.at(root)).current()
+    assert {entry.status for entry in current.values()} == {"missing_upstream"}

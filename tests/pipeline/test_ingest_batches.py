@@ -6,7 +6,9 @@ import asyncio
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 from crypto_lakehouse.pipeline import ingest as ingest_module
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
@@ -89,3 +91,33 @@ def test_a_refused_bronze_write_fails_those_files_and_loads_the_others(
     assert sorted(f.key.split("/")[4] for f in again.loaded) == ["ETHUSDT"] * 3
     current = Manifest(Lake.at(str(root))).current()
     assert all(current[f.key].status == "loaded" for f in again.loaded)
+
+
+def test_spawned_workers_store_and_parse_batches_like_threads(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
+) -> None:
+    """Bodies travel to a spawned process pool; bronze and silver come out as with threads."""
+    _publish_days(archive_root, date(2021, 1, 1), 6)
+    request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
+                            date(2021, 1, 6))  # fmt: skip
+    spawned = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
+                            date(2021, 1, 6), executor="processes")  # fmt: skip
+    roots = {"threads": tmp_path / "threads", "processes": tmp_path / "processes"}
+    for name, req in (("threads", request), ("processes", spawned)):
+        result = asyncio.run(ingest(req, settings_for(str(roots[name]), workers=2)))
+        assert result.ok
+        assert result.rows_loaded == 6 * 30
+    for name, root in roots.items():
+        bronze = sorted(p.name for p in (root / "bronze").rglob("*.zip"))
+        assert len(bronze) == 6, name
+    uris = [Lake.at(str(root)).table_uri("silver", "spot_klines") for root in roots.values()]
+    got = [_silver_rows(uri) for uri in uris]
+    assert got[0].height == 6 * 30
+    assert got[0].equals(got[1])
+
+
+def _silver_rows(uri: str) -> pl.DataFrame:
+    """Read a silver table's rows in time order, without the ingest timestamp."""
+    frame = pl.from_arrow(DeltaTable(uri).to_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.drop("_ingested_at").sort("open_time")

@@ -41,9 +41,11 @@ from crypto_lakehouse.pipeline.ingest_run import (
     HeldFile,
     IngestRun,
     commit_pending,
+    prepare_tables,
     quarantine_download,
     record_failure,
     superseded_event,
+    tables_prepared,
 )
 from crypto_lakehouse.pipeline.memory import plan_memory
 from crypto_lakehouse.pipeline.overlap import StreamedParse
@@ -199,6 +201,15 @@ def _within_memory_budget(settings: Settings, request: IngestRequest) -> Setting
 
 async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
     """List, plan, process every file, then flush the last commit and manifest events."""
+    prepare_tables(run)
+    try:
+        await _run_files(run, request, archive)
+    finally:
+        await tables_prepared(run)  # never leave the thread behind
+
+
+async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
+    """Discover the files, process each, then commit what is left."""
     planned, missing = await _discover(run.dataset, request, archive)
     run.plans = {p.key: p for p in (*planned, *missing)}
     current = run.manifest.current(key_prefix=f"data/{run.dataset.market_path}/")

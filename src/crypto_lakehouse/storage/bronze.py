@@ -136,6 +136,11 @@ class Manifest:
         )
         return None if frame.is_empty() else int(frame["revision"].max())  # type: ignore[arg-type]
 
+    def ensure(self) -> None:
+        """Create the (empty) manifest table when it does not exist yet."""
+        schema = pl.DataFrame(schema=_SCHEMA).to_arrow().schema
+        tables.ensure_table(self._lake, MANIFEST_LAYER, MANIFEST_TABLE, schema, [])
+
     def record(self, entries: Iterable[ManifestEntry]) -> None:
         """Append events in one commit, stamping each with the time it was recorded."""
         now = datetime.now(UTC)
