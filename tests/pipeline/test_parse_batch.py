@@ -56,6 +56,22 @@ def _written(tmp_path: Path, tasks: list[ParseTask]) -> tuple[list[ParsedFile], 
     return [w.parsed for w in writes], frame
 
 
+def _same_as_per_file(
+    tmp_path: Path, tasks: list[ParseTask]
+) -> tuple[list[ParsedFile], pl.DataFrame]:
+    """Assert a batch gives each file's per-file stats and rows; return the batch's results."""
+    batch, rows = _written(tmp_path, tasks)
+    singles = [parse_to_stage(t) for t in tasks]
+    for got, want in zip(batch, singles, strict=True):
+        assert (got.rows, got.duplicates, got.min_time, got.max_time, got.time_unit) == (
+            want.rows, want.duplicates, want.min_time, want.max_time, want.time_unit
+        )  # fmt: skip
+    together = pl.concat([_read(s.task.staged_path) for s in singles])
+    key = ["symbol", "open_time"]
+    assert rows.select(together.columns).sort(key).equals(together.sort(key))
+    return batch, rows
+
+
 def test_batch_equals_per_file_parse(tmp_path: Path) -> None:
     """ms and µs files, with a duplicated row, give the same rows and stats either way."""
     days = ["2024-12-30", "2024-12-31", "2025-01-01"]
@@ -63,15 +79,8 @@ def test_batch_equals_per_file_parse(tmp_path: Path) -> None:
     lines = bodies[1].splitlines()
     bodies[1] = "\n".join([*lines[:10], lines[9], *lines[10:]]) + "\n"
     tasks = [_task(tmp_path, d, b) for d, b in zip(days, bodies, strict=True)]
-    batch, rows = _written(tmp_path, tasks)
-    singles = [parse_to_stage(t) for t in tasks]
-    for got, want in zip(batch, singles, strict=True):
-        assert (got.rows, got.duplicates, got.min_time, got.max_time, got.time_unit) == (
-            want.rows, want.duplicates, want.min_time, want.max_time, want.time_unit
-        )  # fmt: skip
+    batch, _ = _same_as_per_file(tmp_path, tasks)
     assert [b.duplicates for b in batch] == [0, 1, 0]
-    together = pl.concat([_read(s.task.staged_path) for s in singles])
-    assert rows.select(together.columns).equals(together)
 
 
 def test_batch_steps_aside_for_a_bad_file(tmp_path: Path) -> None:
@@ -86,26 +95,12 @@ def test_batch_steps_aside_for_a_bad_file(tmp_path: Path) -> None:
         parse_batch_to_files([good, wrong_day], str(tmp_path / "b2"), {})
 
 
-def _same_as_per_file(tmp_path: Path, tasks: list[ParseTask]) -> pl.DataFrame:
-    """Assert a batch gives each file's per-file stats; return the batch's rows."""
-    batch, rows = _written(tmp_path, tasks)
-    singles = [parse_to_stage(t) for t in tasks]
-    for got, want in zip(batch, singles, strict=True):
-        assert (got.rows, got.duplicates, got.min_time, got.max_time, got.time_unit) == (
-            want.rows, want.duplicates, want.min_time, want.max_time, want.time_unit
-        )  # fmt: skip
-    together = pl.concat([_read(s.task.staged_path) for s in singles])
-    key = ["symbol", "open_time"]
-    assert rows.select(together.columns).sort(key).equals(together.sort(key))
-    return rows
-
-
 def test_rows_out_of_order_in_a_file_give_per_file_results(tmp_path: Path) -> None:
     """A file written newest first takes the exact path: same stats, same rows."""
     backwards = "\n".join(reversed(kline_csv("2021-03-02", minutes=30).splitlines())) + "\n"
     tasks = [_task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=30)),
              _task(tmp_path, "2021-03-02", backwards)]  # fmt: skip
-    rows = _same_as_per_file(tmp_path, tasks)
+    _, rows = _same_as_per_file(tmp_path, tasks)
     assert rows.height == 60
 
 

@@ -189,7 +189,9 @@ def write_tick_files(
                 parts = split_days(frame)
                 if pending is not None:
                     pending.result()
-                pending = encoder.submit(_encode, fs, base, task, parts, open_files, partition_cols)
+                pending = encoder.submit(
+                    _encode, fs, base, task, parts, open_files, done, partition_cols
+                )
             if pending is not None:
                 pending.result()
             for day, handle in open_files.items():
@@ -226,9 +228,18 @@ def _encode(
     task: ParseTask,
     parts: dict[date, pl.DataFrame],
     open_files: dict[date, _PartitionFile],
+    done: list[DataFile],
     partition_cols: list[str],
 ) -> None:
-    """Append each day's slice of a chunk to that day's Parquet file (opened on first use)."""
+    """Append each day's slice of a chunk to that day's Parquet file (opened on first use).
+
+    Days before the chunk's first day are finished in a time-ordered file: their files are
+    closed here, beside the next chunk's parse, not all at the end. (Should an unordered file
+    bring a closed day back, that day gets a second file; the commit adds both.)
+    """
+    first = min(parts, default=None)
+    for day in [d for d in open_files if first is not None and d < first]:
+        done.append(open_files.pop(day).close(fs, {"symbol": task.symbol, "date": day.isoformat()}))
     for day, part in parts.items():
         data = part.drop(partition_cols)
         table = data.to_arrow()

@@ -182,19 +182,25 @@ def _verify_streamed(path: Path, name: str, crc: int, produced: int) -> None:
 
 
 def _line_chunks(pieces: Iterator[bytes], chunk_bytes: int) -> Iterator[bytes]:
-    """Regroup inflated pieces into chunks of about `chunk_bytes` that end at a newline."""
+    """Regroup inflated pieces into chunks of about `chunk_bytes` that end at a newline.
+
+    The first chunks are smaller (an eighth, doubling up to `chunk_bytes`), so the stages
+    after the parse (encoding, writing) start early instead of waiting for a whole chunk.
+    """
     parts: list[bytes] = []
     size = 0
+    target = max(chunk_bytes // 8, 1)
     for piece in pieces:
         parts.append(piece)
         size += len(piece)
-        if size < chunk_bytes:
+        if size < target:
             continue
         cut = piece.rfind(b"\n")
         if cut < 0:
             continue
         parts[-1] = piece[: cut + 1]
         yield b"".join(parts)
+        target = min(target * 2, chunk_bytes)
         rest = piece[cut + 1 :]
         parts, size = ([rest], len(rest)) if rest else ([], 0)
     tail = b"".join(parts)
