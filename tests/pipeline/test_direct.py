@@ -91,20 +91,20 @@ def test_lake_refusing_a_worker_write_fails_the_file_not_the_run(
     tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An OSError from the worker's Parquet write is the file's outcome; a re-run loads it."""
-    from crypto_lakehouse.pipeline import ingest as ingest_module
+    from crypto_lakehouse.pipeline import file_steps
 
-    real = ingest_module.write_tick_files
+    real = file_steps.write_tick_files
 
     def refuse(*args: object) -> object:
         raise OSError("When uploading part for key 'silver/...': AWS Error SLOW_DOWN")
 
-    monkeypatch.setattr(ingest_module, "write_tick_files", refuse)
+    monkeypatch.setattr(file_steps, "write_tick_files", refuse)
     root = str(tmp_path / "lake")
     result = asyncio.run(ingest(REQUEST, settings_for(root)))
     assert [(f.outcome, "SLOW_DOWN" in (f.reason or "")) for f in result.files] == [
         ("failed", True)
     ]
-    monkeypatch.setattr(ingest_module, "write_tick_files", real)
+    monkeypatch.setattr(file_steps, "write_tick_files", real)
     again = asyncio.run(ingest(REQUEST, settings_for(root)))
     assert [f.outcome for f in again.files] == ["loaded"]
     assert _counts(root) == (105_280, 105_280, 1)

@@ -6,7 +6,7 @@ import asyncio
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from crypto_lakehouse.pipeline import ingest as ingest_module
+from crypto_lakehouse.pipeline import file_steps
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
 from crypto_lakehouse.pipeline.memory import expected_peak_mb, plan_memory
 
@@ -46,13 +46,13 @@ def test_ingest_parses_in_the_chunks_the_budget_allows(
 ) -> None:
     """With a 400 MB budget and 64 MB asked for, workers parse in 4 MB chunks."""
     seen: list[ParseTask] = []
-    real = ingest_module.write_tick_files
+    real = file_steps.write_tick_files
 
     def spy(task: ParseTask, *args: Any) -> Any:
         seen.append(task)
         return real(task, *args)
 
-    monkeypatch.setattr(ingest_module, "write_tick_files", spy)
+    monkeypatch.setattr(file_steps, "write_tick_files", spy)
     request = IngestRequest("cm", "aggTrades", ("BTCUSD_PERP",), start=date(2026, 5, 8),
                             end=date(2026, 5, 8))  # fmt: skip
     settings = settings_for(str(tmp_path / "lake"), memory_budget_mb=400, parse_batch_mb=64,

@@ -51,7 +51,7 @@ def streams(monkeypatch: pytest.MonkeyPatch) -> StreamLog:
     start, finish, parse = (
         overlap.StreamedParse.start,
         overlap.StreamedParse.finish,
-        ingest_module._parse,
+        ingest_module.parse_file,
     )
 
     def spy_start(self: overlap.StreamedParse, path: Path) -> None:
@@ -64,12 +64,12 @@ def streams(monkeypatch: pytest.MonkeyPatch) -> StreamLog:
         return written
 
     async def spy_parse(run: Any, plan: Any, entry: Any, local: Path, previous: Any) -> None:
-        log.tasks.append(ingest_module._task(run, plan, entry.revision, local))
+        log.tasks.append(ingest_module.task_for(run, plan, entry.revision, local))
         await parse(run, plan, entry, local, previous)
 
     monkeypatch.setattr(overlap.StreamedParse, "start", spy_start)
     monkeypatch.setattr(overlap.StreamedParse, "finish", spy_finish)
-    monkeypatch.setattr(ingest_module, "_parse", spy_parse)
+    monkeypatch.setattr(ingest_module, "parse_file", spy_parse)
     return log
 
 

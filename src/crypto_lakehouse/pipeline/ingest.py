@@ -30,13 +30,13 @@ from crypto_lakehouse.exceptions import (
 )
 from crypto_lakehouse.ops.heap import frozen_heap
 from crypto_lakehouse.pipeline import silver
-from crypto_lakehouse.pipeline.direct import write_tick_files
 from crypto_lakehouse.pipeline.executor import (
     ExecutorKind,
     close_owner,
     make_executor,
     worker_count,
 )
+from crypto_lakehouse.pipeline.file_steps import parse_file, quarantine_parsed, store, task_for
 from crypto_lakehouse.pipeline.ingest_run import (
     HeldFile,
     IngestRun,
@@ -49,15 +49,17 @@ from crypto_lakehouse.pipeline.ingest_run import (
 )
 from crypto_lakehouse.pipeline.memory import plan_memory
 from crypto_lakehouse.pipeline.overlap import StreamedParse
-from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
-from crypto_lakehouse.pipeline.parse_batch import (
-    BatchFile,
-    BatchRejected,
-    store_and_parse_batch,
-)
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
 from crypto_lakehouse.pipeline.progress import NullProgress, ProgressSink
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
+from crypto_lakehouse.pipeline.small_files import (
+    SMALL_FILE_BYTES,
+    batched,
+    drain_batches,
+    hold,
+    schedule_batches,
+    start_batch,
+)
 from crypto_lakehouse.quality.refresh import refresh_after_ingest
 from crypto_lakehouse.sources.binance.archive import ArchiveClient, Body, Download
 from crypto_lakehouse.storage.bronze import (
@@ -72,12 +74,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from crypto_lakehouse.config import Settings
-    from crypto_lakehouse.sources.binance.growing import GrowingSource
     from crypto_lakehouse.sources.binance.listing import ArchiveObject
 
 log = structlog.get_logger(__name__)
-#: Zips up to this size (a daily 1m kline file is ~70 KB) are parsed in batches.
-SMALL_FILE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +239,8 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
     try:
         await asyncio.gather(*tasks)
         run.awaiting = 0
-        _schedule_batches(run)
-        await _drain_batches(run)
+        schedule_batches(run)
+        await drain_batches(run)
     finally:
         for task in (*tasks, *run.batch_tasks):
             task.cancel()
@@ -264,8 +263,8 @@ async def _flush_later(run: IngestRun) -> None:
     """Parse and commit whatever waits once the interval has passed."""
     await asyncio.sleep(run.settings.commit_interval_seconds)
     log.info("interval_commit", waiting_parse=len(run.small), waiting_commit=len(run.parsed))
-    _start_batch(run, run.settings.parse_batch_files)
-    await _drain_batches(run)
+    start_batch(run, run.settings.parse_batch_files)
+    await drain_batches(run)
     await commit_pending(run, force=True)
 
 
@@ -357,7 +356,7 @@ async def _process(
             await _fetch_and_parse(run, archive, plan, action, previous)
     finally:
         if run.awaiting_done(plan.key):
-            _schedule_batches(run)  # nothing more will arrive: share out what waits
+            schedule_batches(run)  # nothing more will arrive: share out what waits
     _arm_flush_timer(run)
 
 
@@ -373,11 +372,11 @@ async def _fetch_and_parse(
         if action == "download":
             async with run.download_slots:
                 entry, got = await _download(run, archive, plan, previous)
-            if isinstance(got, Body) and _batched(run, entry):
+            if isinstance(got, Body) and batched(run, entry):
                 # Stored in bronze by the batch's worker, just before it parses.
-                _hold(run, HeldFile(plan, entry, previous, body=got.data))
+                hold(run, HeldFile(plan, entry, previous, body=got.data))
                 return
-            local = await _store(run, got, entry.bronze_path)
+            local = await store(run, got, entry.bronze_path)
         else:
             assert previous is not None
             entry = previous.with_status("verified")
@@ -396,11 +395,11 @@ async def _fetch_and_parse(
     except (OSError, StorageError) as exc:
         record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
         return
-    if _batched(run, entry):
-        _hold(run, HeldFile(plan, entry, previous, local=local))
+    if batched(run, entry):
+        hold(run, HeldFile(plan, entry, previous, local=local))
         return
     run.awaiting_done(plan.key)
-    await _parse(run, plan, entry, local, previous)
+    await parse_file(run, plan, entry, local, previous)
 
 
 async def _download(
@@ -435,50 +434,6 @@ async def _download(
     return entry, got
 
 
-async def _store(run: IngestRun, got: Download | Body, path: str) -> Path:
-    """Store verified bytes in bronze; return a local file the parse can read."""
-    if isinstance(got, Body):
-        return await asyncio.to_thread(_store_body, run, got.data, path)
-    await asyncio.to_thread(run.lake.put_file, got.path, path)
-    return got.path
-
-
-def _store_body(run: IngestRun, data: bytes, path: str) -> Path:
-    """Write a verified in-memory body to bronze; return a local file the parse can read.
-
-    On a local lake that is the bronze object itself (it never changes), elsewhere a copy.
-    """
-    run.lake.put_bytes(data, path)
-    local = _body_path(run, path)
-    if run.lake.is_s3:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(data)
-    return local
-
-
-def _body_path(run: IngestRun, path: str) -> Path:
-    """Return where `_store_body` leaves the local file of the bronze object `path`."""
-    return run.workdir / "download" / path if run.lake.is_s3 else Path(run.lake.uri) / path
-
-
-def _task(
-    run: IngestRun,
-    plan: PlannedFile,
-    revision: int,
-    local: Path,
-    growing: GrowingSource | None = None,
-) -> ParseTask:
-    """Describe the parse of one file for a worker."""
-    interval = plan.key.split("/")[-2] if run.dataset.has_interval else None
-    return ParseTask(
-        market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
-        symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
-        revision=revision, zip_path=str(local),
-        staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".arrow")),
-        chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started, growing=growing,
-    )  # fmt: skip
-
-
 def _can_stream(run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None) -> bool:
     """Tell whether a file's parse may follow its download.
 
@@ -501,7 +456,7 @@ async def _process_streamed(
     """Download one large tick file while a worker parses it; commit only a verified body."""
     stream = StreamedParse(
         run.executor,
-        lambda path, growing: _task(run, plan, 1, path, growing),
+        lambda path, growing: task_for(run, plan, 1, path, growing),
         run.lake.table_uri(silver.SILVER, run.dataset.table),
         run.lake.storage_options,
         stall_seconds=run.settings.http_timeout_seconds * 2,
@@ -509,7 +464,7 @@ async def _process_streamed(
     try:
         async with run.download_slots:
             entry, got = await _download(run, archive, plan, previous, on_body=stream.start)
-        local = await _store(run, got, entry.bronze_path)
+        local = await store(run, got, entry.bronze_path)
     except IntegrityError as exc:
         await stream.abandon()
         await quarantine_download(run, plan, exc)
@@ -532,160 +487,13 @@ async def _process_streamed(
     try:
         written = await stream.finish(local)
     except (FormatError, IntegrityError) as exc:
-        _quarantine_parsed(run, plan, entry, previous, exc)
+        quarantine_parsed(run, plan, entry, previous, exc)
         return
     except OSError as exc:  # the lake refused the worker's write: retried on the next run
         record_failure(run, plan, "failed", f"could not write silver files: {exc}")
         return
     if written is None:
-        await _parse(run, plan, entry, local, previous)
+        await parse_file(run, plan, entry, local, previous)
         return
     run.parsed.append((written.parsed, entry, superseded_event(previous, entry), written))
     await commit_pending(run, force=False)
-
-
-def _batched(run: IngestRun, entry: ManifestEntry) -> bool:
-    """Tell whether a file waits for a batch parse: small files of bar-like datasets."""
-    return not run.dataset.tick and entry.size <= SMALL_FILE_BYTES
-
-
-def _hold(run: IngestRun, held: HeldFile) -> None:
-    """Hold a small file for a batch parse, and start batches on idle workers."""
-    run.small.append(held)
-    run.awaiting_done(held.plan.key)
-    _schedule_batches(run)
-
-
-def _schedule_batches(run: IngestRun) -> None:
-    """Start batch parses of the held small files while workers are free.
-
-    A batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
-    while a worker is idle: workers start early and keep busy beside the downloads, and the
-    batches grow only while they are all busy. Once nothing more is downloading, what waits
-    is shared out over the idle workers.
-    """
-    limit = run.settings.parse_batch_files
-    while run.small:
-        waiting = len(run.small)
-        idle = run.workers - run.batches_running
-        if waiting >= limit:
-            _start_batch(run, limit)
-        elif idle <= 0:
-            return
-        elif run.awaiting == 0:
-            _start_batch(run, -(-waiting // idle))
-        elif waiting >= max(1, limit // 8):
-            _start_batch(run, waiting)
-        else:
-            return
-
-
-def _start_batch(run: IngestRun, size: int) -> None:
-    """Parse the first `size` held files (by key) as one batch, in a task of its own."""
-    run.small.sort(key=lambda held: held.plan.key)
-    batch, run.small = run.small[:size], run.small[size:]
-    if not batch:
-        return
-    run.batches_running += 1
-    task = asyncio.create_task(_parse_batch(run, batch))
-    run.batch_tasks.add(task)
-    task.add_done_callback(run.batch_tasks.discard)
-
-
-async def _drain_batches(run: IngestRun) -> None:
-    """Wait until every batch parse, and any batch they start, has finished."""
-    while run.batch_tasks:
-        await asyncio.gather(*run.batch_tasks)
-
-
-async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
-    """Store and parse small files in one pass; on any doubt, one by one."""
-    files = [_batch_file(run, held) for held in batch]
-    uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
-    loop = asyncio.get_running_loop()
-    try:
-        writes = await loop.run_in_executor(
-            run.executor, store_and_parse_batch, files, run.lake, uri
-        )
-    except (BatchRejected, FormatError, IntegrityError, OSError, StorageError) as exc:
-        # A bad file, or the lake refusing a write: each file then gets its own outcome.
-        log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
-        for held in batch:
-            await _parse_held(run, held)
-        return
-    finally:
-        run.batches_running -= 1
-        _schedule_batches(run)
-    for write, held in zip(writes, batch, strict=True):
-        run.parsed.append(
-            (write.parsed, held.entry, superseded_event(held.previous, held.entry), write)
-        )
-    await commit_pending(run, force=False)
-
-
-def _batch_file(run: IngestRun, held: HeldFile) -> BatchFile:
-    """Describe a held file for the batch worker (its bytes travel along when not stored)."""
-    local = held.local or _body_path(run, held.entry.bronze_path)
-    task = _task(run, held.plan, held.entry.revision, local)
-    return BatchFile(task, body=held.body, bronze_path=held.entry.bronze_path)
-
-
-async def _parse_held(run: IngestRun, held: HeldFile) -> None:
-    """Store (when still in memory) and parse one file of a batch that could not be parsed whole."""
-    local = held.local
-    if local is None:
-        assert held.body is not None
-        try:
-            local = await asyncio.to_thread(_store_body, run, held.body, held.entry.bronze_path)
-        except (OSError, StorageError) as exc:
-            record_failure(run, held.plan, "failed", f"could not store in bronze: {exc}")
-            return
-    await _parse(run, held.plan, held.entry, local, held.previous)
-
-
-async def _parse(
-    run: IngestRun,
-    plan: PlannedFile,
-    entry: ManifestEntry,
-    local: Path,
-    previous: ManifestEntry | None,
-) -> None:
-    """Parse on the executor; queue the result for commit or quarantine the file."""
-    task = _task(run, plan, entry.revision, local)
-    loop = asyncio.get_running_loop()
-    try:
-        if run.dataset.tick:
-            uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
-            written = await loop.run_in_executor(
-                run.executor, write_tick_files, task, uri, run.lake.storage_options
-            )
-            parsed, files = written.parsed, written
-        else:
-            parsed = await loop.run_in_executor(run.executor, parse_to_stage, task)
-            files = None
-    except (FormatError, IntegrityError) as exc:
-        _quarantine_parsed(run, plan, entry, previous, exc)
-        return
-    except OSError as exc:  # the lake refused a worker's write: retried on the next run
-        record_failure(run, plan, "failed", f"could not write silver files: {exc}")
-        return
-    run.parsed.append((parsed, entry, superseded_event(previous, entry), files))
-    await commit_pending(run, force=False)
-
-
-def _quarantine_parsed(
-    run: IngestRun,
-    plan: PlannedFile,
-    entry: ManifestEntry,
-    previous: ManifestEntry | None,
-    exc: FormatError | IntegrityError,
-) -> None:
-    """Record a verified file whose rows could not be parsed; its bronze copy stays."""
-    reason = f"{type(exc).__name__}: {exc}"
-    run.pending_events.append(entry.with_status("quarantined", reason=reason))
-    run.result.files.append(
-        FileOutcome(plan.key, "quarantined", bytes=entry.size, revision=entry.revision,
-                    reason=reason, downloaded=entry.status == "verified" and not previous)
-    )  # fmt: skip
-    run.progress.file_done(plan.key, "quarantined")
-    log.warning("file_quarantined", key=plan.key, reason=reason)

@@ -78,7 +78,7 @@ class IngestRun:
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     plans: dict[str, PlannedFile] = field(default_factory=dict)
     small: list[HeldFile] = field(default_factory=list)
-    #: Batch parses on the executor now (`ingest._schedule_batches` fills idle workers).
+    #: Batch parses on the executor now (`small_files.schedule_batches` fills idle workers).
     batches_running: int = 0
     batch_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: Files still downloading (or still to start); at 0 the held files are shared out.

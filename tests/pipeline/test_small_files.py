@@ -1,4 +1,4 @@
-"""Small files: batches start while workers are idle, and bronze is written by the batch."""
+"""Small files (`pipeline/small_files.py`): batches start while workers idle; bronze first."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from crypto_lakehouse.pipeline import ingest as ingest_module
+from crypto_lakehouse.pipeline import small_files
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
 from crypto_lakehouse.storage.bronze import Manifest
 from crypto_lakehouse.storage.lake import Lake
@@ -36,13 +36,13 @@ def _publish_days(archive_root: Path, first: date, days: int) -> None:
 def _count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the size of every batch the ingest hands to its workers."""
     sizes: list[int] = []
-    real = ingest_module.store_and_parse_batch
+    real = small_files.store_and_parse_batch
 
     def counting(files: Any, *args: Any) -> Any:
         sizes.append(len(files))
         return real(files, *args)
 
-    monkeypatch.setattr(ingest_module, "store_and_parse_batch", counting)
+    monkeypatch.setattr(small_files, "store_and_parse_batch", counting)
     return sizes
 
 

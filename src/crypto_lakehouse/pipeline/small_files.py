@@ -1,0 +1,132 @@
+"""Small bar files: held after their download, then stored and parsed in batches.
+
+A batch starts as soon as a worker is idle, with an eighth of `parse_batch_files`, and grows
+while every worker is busy; when nothing is left to download, what waits is shared out over
+the workers. The batch's worker writes the bronze objects first, then parses them in one
+polars pass (`parse_batch.store_and_parse_batch`); on any doubt each file gets its own parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from crypto_lakehouse.exceptions import FormatError, IntegrityError, StorageError
+from crypto_lakehouse.pipeline import silver
+from crypto_lakehouse.pipeline.file_steps import body_path, parse_file, store_body, task_for
+from crypto_lakehouse.pipeline.ingest_run import (
+    HeldFile,
+    IngestRun,
+    commit_pending,
+    record_failure,
+    superseded_event,
+)
+from crypto_lakehouse.pipeline.parse_batch import BatchFile, BatchRejected, store_and_parse_batch
+
+if TYPE_CHECKING:
+    from crypto_lakehouse.storage.bronze import ManifestEntry
+
+log = structlog.get_logger(__name__)
+#: Zips up to this size (a daily 1m kline file is ~70 KB) are fetched into memory and batched.
+SMALL_FILE_BYTES = 4 << 20
+
+
+def batched(run: IngestRun, entry: ManifestEntry) -> bool:
+    """Tell whether a file waits for a batch parse: small files of bar-like datasets."""
+    return not run.dataset.tick and entry.size <= SMALL_FILE_BYTES
+
+
+def hold(run: IngestRun, held: HeldFile) -> None:
+    """Hold a small file for a batch parse, and start batches on idle workers."""
+    run.small.append(held)
+    run.awaiting_done(held.plan.key)
+    schedule_batches(run)
+
+
+def schedule_batches(run: IngestRun) -> None:
+    """Start batch parses of the held small files while workers are free.
+
+    A batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
+    while a worker is idle: workers start early and keep busy beside the downloads, and the
+    batches grow only while they are all busy. Once nothing more is downloading, what waits
+    is shared out over the idle workers.
+    """
+    limit = run.settings.parse_batch_files
+    while run.small:
+        waiting = len(run.small)
+        idle = run.workers - run.batches_running
+        if waiting >= limit:
+            start_batch(run, limit)
+        elif idle <= 0:
+            return
+        elif run.awaiting == 0:
+            start_batch(run, -(-waiting // idle))
+        elif waiting >= max(1, limit // 8):
+            start_batch(run, waiting)
+        else:
+            return
+
+
+def start_batch(run: IngestRun, size: int) -> None:
+    """Parse the first `size` held files (by key) as one batch, in a task of its own."""
+    run.small.sort(key=lambda held: held.plan.key)
+    batch, run.small = run.small[:size], run.small[size:]
+    if not batch:
+        return
+    run.batches_running += 1
+    task = asyncio.create_task(_parse_batch(run, batch))
+    run.batch_tasks.add(task)
+    task.add_done_callback(run.batch_tasks.discard)
+
+
+async def drain_batches(run: IngestRun) -> None:
+    """Wait until every batch parse, and any batch they start, has finished."""
+    while run.batch_tasks:
+        await asyncio.gather(*run.batch_tasks)
+
+
+async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
+    """Store and parse small files in one pass; on any doubt, one by one."""
+    files = [_batch_file(run, held) for held in batch]
+    uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
+    loop = asyncio.get_running_loop()
+    try:
+        writes = await loop.run_in_executor(
+            run.executor, store_and_parse_batch, files, run.lake, uri
+        )
+    except (BatchRejected, FormatError, IntegrityError, OSError, StorageError) as exc:
+        # A bad file, or the lake refusing a write: each file then gets its own outcome.
+        log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
+        for held in batch:
+            await _parse_held(run, held)
+        return
+    finally:
+        run.batches_running -= 1
+        schedule_batches(run)
+    for write, held in zip(writes, batch, strict=True):
+        run.parsed.append(
+            (write.parsed, held.entry, superseded_event(held.previous, held.entry), write)
+        )
+    await commit_pending(run, force=False)
+
+
+def _batch_file(run: IngestRun, held: HeldFile) -> BatchFile:
+    """Describe a held file for the batch worker (its bytes travel along when not stored)."""
+    local = held.local or body_path(run, held.entry.bronze_path)
+    task = task_for(run, held.plan, held.entry.revision, local)
+    return BatchFile(task, body=held.body, bronze_path=held.entry.bronze_path)
+
+
+async def _parse_held(run: IngestRun, held: HeldFile) -> None:
+    """Store (when still in memory) and parse one file of a batch that could not be parsed whole."""
+    local = held.local
+    if local is None:
+        assert held.body is not None
+        try:
+            local = await asyncio.to_thread(store_body, run, held.body, held.entry.bronze_path)
+        except (OSError, StorageError) as exc:
+            record_failure(run, held.plan, "failed", f"could not store in bronze: {exc}")
+            return
+    await parse_file(run, held.plan, held.entry, local, held.previous)
