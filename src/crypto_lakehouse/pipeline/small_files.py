@@ -92,6 +92,7 @@ async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
     files = [_batch_file(run, held) for held in batch]
     uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
     loop = asyncio.get_running_loop()
+    writes = None
     try:
         writes = await loop.run_in_executor(
             run.executor, store_and_parse_batch, files, run.lake, uri
@@ -101,10 +102,12 @@ async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
         log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
         for held in batch:
             await _parse_held(run, held)
-        return
     finally:
         run.batches_running -= 1
-        schedule_batches(run)
+    # Not in `finally`: a cancelled run must not start new batches on its way out.
+    schedule_batches(run)
+    if writes is None:
+        return
     for write, held in zip(writes, batch, strict=True):
         run.parsed.append(
             (write.parsed, held.entry, superseded_event(held.previous, held.entry), write)
