@@ -97,14 +97,32 @@ async def parse_file(
         else:
             parsed = await loop.run_in_executor(run.executor, parse_to_stage, task)
             files = None
-    except (FormatError, IntegrityError) as exc:
-        quarantine_parsed(run, plan, entry, previous, exc)
-        return
-    except OSError as exc:  # the lake refused a worker's write: retried on the next run
-        record_failure(run, plan, "failed", f"could not write silver files: {exc}")
+    except PARSE_FAILURES as exc:
+        record_parse_failure(run, plan, entry, previous, exc)
         return
     run.parsed.append((parsed, entry, superseded_event(previous, entry), files))
     await commit_pending(run, force=False)
+
+
+#: What a worker's parse of one verified file may fail with (see `record_parse_failure`).
+PARSE_FAILURES = (FormatError, IntegrityError, OSError)
+
+
+def record_parse_failure(
+    run: IngestRun,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    previous: ManifestEntry | None,
+    exc: FormatError | IntegrityError | OSError,
+) -> None:
+    """Quarantine a file whose rows are bad; fail one whose silver files the lake refused.
+
+    A refused write (an OSError from the worker) is retried on the next run.
+    """
+    if isinstance(exc, (FormatError, IntegrityError)):
+        quarantine_parsed(run, plan, entry, previous, exc)
+    else:
+        record_failure(run, plan, "failed", f"could not write silver files: {exc}")
 
 
 def quarantine_parsed(

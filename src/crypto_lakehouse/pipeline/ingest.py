@@ -21,12 +21,10 @@ import structlog
 from crypto_lakehouse.datasets import Dataset, get_dataset
 from crypto_lakehouse.exceptions import (
     ConfigurationError,
-    FormatError,
     IntegrityError,
     NotFoundUpstreamError,
     SourceError,
     StorageError,
-    TransientSourceError,
 )
 from crypto_lakehouse.ops.heap import frozen_heap
 from crypto_lakehouse.pipeline import silver
@@ -36,7 +34,13 @@ from crypto_lakehouse.pipeline.executor import (
     make_executor,
     worker_count,
 )
-from crypto_lakehouse.pipeline.file_steps import parse_file, quarantine_parsed, store, task_for
+from crypto_lakehouse.pipeline.file_steps import (
+    PARSE_FAILURES,
+    parse_file,
+    record_parse_failure,
+    store,
+    task_for,
+)
 from crypto_lakehouse.pipeline.ingest_run import (
     HeldFile,
     IngestRun,
@@ -383,23 +387,36 @@ async def _fetch_and_parse(
             local = await asyncio.to_thread(
                 run.lake.get_file, entry.bronze_path, run.workdir / "bronze" / plan.key
             )
-    except IntegrityError as exc:
-        await quarantine_download(run, plan, exc)
-        return
-    except NotFoundUpstreamError as exc:
-        record_failure(run, plan, "missing_upstream", str(exc))
-        return
-    except (TransientSourceError, SourceError) as exc:
-        record_failure(run, plan, "failed", f"download failed after retries: {exc}")
-        return
-    except (OSError, StorageError) as exc:
-        record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
+    except _FETCH_FAILURES as exc:
+        await _record_fetch_failure(run, plan, exc)
         return
     if batched(run, entry):
         hold(run, HeldFile(plan, entry, previous, local=local))
         return
     run.awaiting_done(plan.key)
     await parse_file(run, plan, entry, local, previous)
+
+
+#: What fetching and storing one file may fail with (see `_record_fetch_failure`).
+_FETCH_FAILURES = (IntegrityError, SourceError, OSError, StorageError)
+
+
+async def _record_fetch_failure(
+    run: IngestRun, plan: PlannedFile, exc: IntegrityError | SourceError | OSError | StorageError
+) -> None:
+    """Give a file that could not be fetched or stored its outcome; the run goes on.
+
+    Bad bytes are quarantined; a file missing upstream is recorded as such; anything else
+    (retries exhausted, bronze refused) fails the file, to be retried on the next run.
+    """
+    if isinstance(exc, IntegrityError):
+        await quarantine_download(run, plan, exc)
+    elif isinstance(exc, NotFoundUpstreamError):
+        record_failure(run, plan, "missing_upstream", str(exc))
+    elif isinstance(exc, SourceError):
+        record_failure(run, plan, "failed", f"download failed after retries: {exc}")
+    else:
+        record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
 
 
 async def _download(
@@ -412,7 +429,7 @@ async def _download(
     """Download and verify a file; return its manifest entry and the verified bytes.
 
     Small files are fetched into memory (a body), larger ones to a temp file (a download);
-    neither is in bronze yet (`_store`, or the batch worker for small bar files).
+    neither is in bronze yet (`file_steps.store`, or the batch worker for small bar files).
     """
     assert plan.listed is not None
     got: Download | Body
@@ -465,32 +482,17 @@ async def _process_streamed(
         async with run.download_slots:
             entry, got = await _download(run, archive, plan, previous, on_body=stream.start)
         local = await store(run, got, entry.bronze_path)
-    except IntegrityError as exc:
+    except _FETCH_FAILURES as exc:
         await stream.abandon()
-        await quarantine_download(run, plan, exc)
-        return
-    except NotFoundUpstreamError as exc:
-        await stream.abandon()
-        record_failure(run, plan, "missing_upstream", str(exc))
-        return
-    except (TransientSourceError, SourceError) as exc:
-        await stream.abandon()
-        record_failure(run, plan, "failed", f"download failed after retries: {exc}")
-        return
-    except (OSError, StorageError) as exc:
-        await stream.abandon()
-        record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
+        await _record_fetch_failure(run, plan, exc)
         return
     except BaseException:
         await asyncio.shield(stream.abandon())
         raise
     try:
         written = await stream.finish(local)
-    except (FormatError, IntegrityError) as exc:
-        quarantine_parsed(run, plan, entry, previous, exc)
-        return
-    except OSError as exc:  # the lake refused the worker's write: retried on the next run
-        record_failure(run, plan, "failed", f"could not write silver files: {exc}")
+    except PARSE_FAILURES as exc:
+        record_parse_failure(run, plan, entry, previous, exc)
         return
     if written is None:
         await parse_file(run, plan, entry, local, previous)
