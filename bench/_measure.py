@@ -2,7 +2,14 @@
 
 Each step gets its own process so peaks do not mix: `ru_maxrss` of the child (and of its own
 children: pool workers, Dask workers) is read at its end, and the whole process tree's RSS is
-sampled from outside with psutil (when installed) to catch the peak of the sum.
+sampled from outside to catch the peak of the sum: from /proc on Linux, else with psutil
+(when installed).
+
+The sampler shares the machine's cores with the step it measures, so it must cost next to
+nothing: psutil's `children(recursive=True)` scans every process on the machine, ~1.2 ms of
+CPU per sample, which every 20 ms slowed a 0.6 s small-file ingest by ~0.08 s (measured).
+On Linux the tree is found from `/proc/<pid>/task/<tid>/children` every tenth sample, and each
+sample reads one `statm` per process (~20 µs in all).
 """
 
 from __future__ import annotations
@@ -64,8 +71,50 @@ def _child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], conn: Conne
     conn.close()
 
 
+def _proc_children(pid: int) -> list[int]:
+    """Return the direct children of a process, from every one of its threads (Linux /proc)."""
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children.extend(int(child) for child in handle.read().split())
+        except OSError:
+            continue
+    return children
+
+
+def _proc_tree(pid: int) -> list[int]:
+    """Return a process and all its descendants (Linux /proc)."""
+    tree = [pid]
+    index = 0
+    while index < len(tree):
+        tree.extend(_proc_children(tree[index]))
+        index += 1
+    return tree
+
+
+def _proc_rss(pid: int) -> int:
+    """Return a process's resident set in bytes, or 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_HAS_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
+
+
 class _TreeSampler:
     """Sample the RSS sum of a process and its descendants every `interval` seconds."""
+
+    #: Samples between two walks of the process tree (new pool or Dask worker processes).
+    TREE_EVERY = 10
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.peak: float | None = None
@@ -76,6 +125,29 @@ class _TreeSampler:
 
     def _run(self) -> None:
         """Poll until stopped or the process is gone."""
+        if _HAS_PROC:
+            self._run_proc()
+        else:
+            self._run_psutil()
+
+    def _run_proc(self) -> None:
+        """Poll /proc: walk the tree every `TREE_EVERY` samples, read `statm` each sample."""
+        peak = 0
+        pids: list[int] = []
+        samples = 0
+        while not self._stop.is_set():
+            if samples % self.TREE_EVERY == 0:
+                pids = _proc_tree(self._pid)
+            samples += 1
+            total = sum(_proc_rss(pid) for pid in pids)
+            if total == 0 and not os.path.exists(f"/proc/{self._pid}"):
+                break
+            peak = max(peak, total)
+            self.peak = peak / MB
+            self._stop.wait(self._interval)
+
+    def _run_psutil(self) -> None:
+        """Poll with psutil (other systems); nothing when psutil is not installed."""
         try:
             import psutil
         except ImportError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -121,3 +122,25 @@ def _silver_rows(uri: str) -> pl.DataFrame:
     frame = pl.from_arrow(DeltaTable(uri).to_pyarrow_table())
     assert isinstance(frame, pl.DataFrame)
     return frame.drop("_ingested_at").sort("open_time")
+
+
+def test_files_left_when_downloads_end_are_shared_over_all_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that frees up while the other is busy takes its share, not every file left."""
+    started: list[int] = []
+
+    def start(run: Any, size: int) -> None:
+        started.append(size)
+        run.small = run.small[size:]
+        run.batches_running += 1
+
+    monkeypatch.setattr(small_files, "start_batch", start)
+    run = SimpleNamespace(small=list(range(59)), workers=2, batches_running=1, awaiting=0,
+                          settings=SimpleNamespace(parse_batch_files=64))  # fmt: skip
+    small_files.schedule_batches(run)  # type: ignore[arg-type]
+    assert started == [30]  # then both workers are busy: the rest waits
+    run.batches_running = 1
+    small_files.schedule_batches(run)  # type: ignore[arg-type]
+    assert started == [30, 15]
+    assert len(run.small) == 14

@@ -51,7 +51,9 @@ def schedule_batches(run: IngestRun) -> None:
     A batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
     while a worker is idle: workers start early and keep busy beside the downloads, and the
     batches grow only while they are all busy. Once nothing more is downloading, what waits
-    is shared out over the idle workers.
+    is shared out over all the workers, busy ones included: a worker that frees up takes its
+    share, not everything, so the last batches end together (one worker taking all 59 files
+    left while the other finished early cost a run ~30 ms of one idle core).
     """
     limit = run.settings.parse_batch_files
     while run.small:
@@ -62,7 +64,7 @@ def schedule_batches(run: IngestRun) -> None:
         elif idle <= 0:
             return
         elif run.awaiting == 0:
-            start_batch(run, -(-waiting // idle))
+            start_batch(run, -(-waiting // run.workers))
         elif waiting >= max(1, limit // 8):
             start_batch(run, waiting)
         else:
