@@ -14,8 +14,9 @@ from pathlib import Path, PurePosixPath
 FIXTURE_TREE = Path(__file__).resolve().parents[1] / "fixtures" / "binance-vision"
 
 
-def make_zip(member_name: str, payload: bytes, *,
-             extra_members: dict[str, bytes] | None = None) -> bytes:
+def make_zip(
+    member_name: str, payload: bytes, *, extra_members: dict[str, bytes] | None = None
+) -> bytes:
     """Return a deflated zip holding member_name (first) plus any extra members."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -42,8 +43,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def publish(root: Path, key: str, csv_text: str | bytes, *, checksum: str | None = None,
-            newline: bool = False) -> Path:
+def publish(
+    root: Path,
+    key: str,
+    csv_text: str | bytes,
+    *,
+    checksum: str | None = None,
+    newline: bool = False,
+) -> Path:
     """Write root/key as a one-CSV zip plus key.CHECKSUM (checksum overrides the hex digest)."""
     parts = PurePosixPath(key).parts
     if not parts or parts[0] != "data" or ".." in parts or not key.endswith(".zip"):

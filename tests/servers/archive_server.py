@@ -31,10 +31,17 @@ S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 LISTING = "listing"
 CHUNK_SIZE = 256 * 1024
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
-_HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body>"
-              b"<h1>Service temporarily unavailable</h1></body></html>")
-_S3_CODES = {400: "InvalidArgument", 403: "AccessDenied", 404: "NoSuchKey",
-             500: "InternalError", 503: "SlowDown"}
+_HTML_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body>"
+    b"<h1>Service temporarily unavailable</h1></body></html>"
+)
+_S3_CODES = {
+    400: "InvalidArgument",
+    403: "AccessDenied",
+    404: "NoSuchKey",
+    500: "InternalError",
+    503: "SlowDown",
+}
 _CONTENT_TYPES = {".zip": "application/zip", ".CHECKSUM": "text/plain"}
 
 FaultKind = Literal["status", "truncate", "html", "delay"]
@@ -198,7 +205,7 @@ def list_page(root: Path, *, prefix: str, delimiter: str, marker: str, limit: in
     for key in keys:
         if not key.startswith(prefix):
             continue
-        rest = key[len(prefix):]
+        rest = key[len(prefix) :]
         cut = rest.find(delimiter) if delimiter else -1
         if cut < 0:
             entries.add(key)
@@ -223,8 +230,10 @@ def _error_xml(code: int, message: str, key: str = "") -> bytes:
     """Render an S3-style XML error document."""
     name = _S3_CODES.get(code, "ServiceUnavailable" if code >= 500 else "InvalidRequest")
     key_xml = f"<Key>{escape(key)}</Key>" if key else ""
-    return (f"{_XML_HEAD}<Error><Code>{name}</Code><Message>{escape(message)}</Message>{key_xml}"
-            f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>").encode()
+    return (
+        f"{_XML_HEAD}<Error><Code>{name}</Code><Message>{escape(message)}</Message>{key_xml}"
+        f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>"
+    ).encode()
 
 
 def _regular_file_stat(path: Path) -> os.stat_result | None:
@@ -328,16 +337,26 @@ class _Handler(BaseHTTPRequestHandler):
             if max_keys < 0:
                 raise ValueError(max_keys)
         except ValueError:
-            self._send(400, xml_type, _error_xml(400, "Provided max-keys not an integer or "
-                                                      "within integer range"))
+            self._send(
+                400,
+                xml_type,
+                _error_xml(400, "Provided max-keys not an integer or within integer range"),
+            )
             return
         prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
         marker = params.get("marker", "")
         app = self.server.app
-        page = list_page(app.root, prefix=prefix, delimiter=delimiter, marker=marker,
-                         limit=min(app.page_size, max_keys))
-        parts = [f'{_XML_HEAD}<ListBucketResult xmlns="{S3_NS}"><Name>{BUCKET}</Name>',
-                 f"<Prefix>{escape(prefix)}</Prefix><Marker>{escape(marker)}</Marker>"]
+        page = list_page(
+            app.root,
+            prefix=prefix,
+            delimiter=delimiter,
+            marker=marker,
+            limit=min(app.page_size, max_keys),
+        )
+        parts = [
+            f'{_XML_HEAD}<ListBucketResult xmlns="{S3_NS}"><Name>{BUCKET}</Name>',
+            f"<Prefix>{escape(prefix)}</Prefix><Marker>{escape(marker)}</Marker>",
+        ]
         if page.truncated and delimiter and app.emit_next_marker and page.last is not None:
             parts.append(f"<NextMarker>{escape(page.last)}</NextMarker>")
         parts.append(f"<MaxKeys>{max_keys}</MaxKeys>")
@@ -346,8 +365,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts.append(f"<IsTruncated>{str(page.truncated).lower()}</IsTruncated>")
         for key in page.keys:
             parts.append(self._contents_xml(key))
-        parts.extend(f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>"
-                     for p in page.prefixes)
+        parts.extend(
+            f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for p in page.prefixes
+        )
         parts.append("</ListBucketResult>")
         self._send(200, xml_type, "".join(parts).encode(), cut=cut)
 
@@ -358,9 +378,11 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # vanished between walk and stat
             return ""
         quoted = escape(etag, {'"': "&quot;"})
-        return (f"<Contents><Key>{escape(key)}</Key><LastModified>{_s3_time(st.st_mtime)}"
-                f"</LastModified><ETag>{quoted}</ETag><Size>{st.st_size}</Size>"
-                "<StorageClass>STANDARD</StorageClass></Contents>")
+        return (
+            f"<Contents><Key>{escape(key)}</Key><LastModified>{_s3_time(st.st_mtime)}"
+            f"</LastModified><ETag>{quoted}</ETag><Size>{st.st_size}</Size>"
+            "<StorageClass>STANDARD</StorageClass></Contents>"
+        )
 
     def _serve_file(self, path: str, cut: int | None) -> None:
         """Serve an archive object from disk, with validators and conditional GET."""
@@ -371,14 +393,20 @@ class _Handler(BaseHTTPRequestHandler):
         st = _regular_file_stat(file) if file is not None and safe else None
         if file is None or st is None:
             key = path.lstrip("/")
-            self._send(404, {"Content-Type": "application/xml"},
-                       _error_xml(404, "The specified key does not exist.", key))
+            self._send(
+                404,
+                {"Content-Type": "application/xml"},
+                _error_xml(404, "The specified key does not exist.", key),
+            )
             return
         content_type = _CONTENT_TYPES.get(file.suffix, "application/octet-stream")
         if st.st_size <= CHUNK_SIZE:
             etag, data, st = self.server.app._etags.small_object(file, st)
-            headers = {"Content-Type": content_type, "ETag": etag,
-                       "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True)}
+            headers = {
+                "Content-Type": content_type,
+                "ETag": etag,
+                "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
+            }
             if self._not_modified(etag, st.st_mtime):
                 self._send(304, headers, b"", length=st.st_size)
                 return
@@ -387,9 +415,11 @@ class _Handler(BaseHTTPRequestHandler):
         with file.open("rb") as fh:
             st = os.fstat(fh.fileno())
             etag = self.server.app._etags.etag(file, fh, st)
-            headers = {"Content-Type": _CONTENT_TYPES.get(file.suffix, "application/octet-stream"),
-                       "ETag": etag,
-                       "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True)}
+            headers = {
+                "Content-Type": _CONTENT_TYPES.get(file.suffix, "application/octet-stream"),
+                "ETag": etag,
+                "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
+            }
             if self._not_modified(etag, st.st_mtime):
                 self._send(304, headers, b"", length=st.st_size)
                 return
@@ -409,8 +439,15 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return int(mtime) <= since
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes | BinaryIO, *,
-              length: int | None = None, cut: int | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes | BinaryIO,
+        *,
+        length: int | None = None,
+        cut: int | None = None,
+    ) -> None:
         """Send a response with Content-Length, streaming body and honouring a truncation."""
         if length is None:
             length = len(body) if isinstance(body, bytes) else 0
@@ -443,8 +480,15 @@ class _Handler(BaseHTTPRequestHandler):
 class ArchiveServer:
     """Threaded local HTTP server that mimics data.binance.vision over a folder of files."""
 
-    def __init__(self, root: Path, *, page_size: int = 1000, emit_next_marker: bool = True,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        page_size: int = 1000,
+        emit_next_marker: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         """Serve root (laid out as data/...); listings return at most page_size entries."""
         self.root = Path(root).resolve()
         self.page_size = page_size
@@ -503,8 +547,12 @@ class ArchiveServer:
             raise RuntimeError("ArchiveServer is already running")
         self._httpd = _HTTPServer((self.host, self._port), self)
         self._port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
-            "poll_interval": 0.05}, name=f"archive-server-{self._port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"archive-server-{self._port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -527,8 +575,12 @@ class ArchiveServer:
         """Start on entering the with block."""
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Stop on leaving the with block."""
         self.stop()
 
@@ -558,8 +610,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--page-size", type=int, default=1000)
-    parser.add_argument("--no-next-marker", action="store_true",
-                        help="omit NextMarker so clients must fall back to the last entry")
+    parser.add_argument(
+        "--no-next-marker",
+        action="store_true",
+        help="omit NextMarker so clients must fall back to the last entry",
+    )
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.error(f"--root {args.root} is not a directory")
@@ -570,11 +625,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    server = ArchiveServer(args.root, page_size=args.page_size, host=args.host, port=args.port,
-                           emit_next_marker=not args.no_next_marker).start()
+    server = ArchiveServer(
+        args.root,
+        page_size=args.page_size,
+        host=args.host,
+        port=args.port,
+        emit_next_marker=not args.no_next_marker,
+    ).start()
     try:
-        print(json.dumps({"archive_url": server.archive_url, "listing_url": server.listing_url}),
-              flush=True)
+        print(
+            json.dumps({"archive_url": server.archive_url, "listing_url": server.listing_url}),
+            flush=True,
+        )
         while not stop.wait(0.2):
             pass
     finally:

@@ -63,9 +63,11 @@ def client() -> Iterator[httpx.Client]:
 
 def _fixture_keys(prefix: str) -> list[str]:
     """All keys in the fixture tree under prefix, sorted as S3 sorts them."""
-    return sorted(p.relative_to(FIXTURE_TREE).as_posix()
-                  for p in FIXTURE_TREE.rglob("*") if p.is_file()
-                  and p.relative_to(FIXTURE_TREE).as_posix().startswith(prefix))
+    return sorted(
+        p.relative_to(FIXTURE_TREE).as_posix()
+        for p in FIXTURE_TREE.rglob("*")
+        if p.is_file() and p.relative_to(FIXTURE_TREE).as_posix().startswith(prefix)
+    )
 
 
 def _parse(xml_bytes: bytes) -> dict[str, Any]:
@@ -78,13 +80,18 @@ def _parse(xml_bytes: bytes) -> dict[str, Any]:
         return None if node is None else (node.text or "")
 
     return {
-        "name": text("Name"), "prefix": text("Prefix"), "marker": text("Marker"),
-        "max_keys": text("MaxKeys"), "delimiter": text("Delimiter"),
-        "truncated": text("IsTruncated"), "next_marker": text("NextMarker"),
+        "name": text("Name"),
+        "prefix": text("Prefix"),
+        "marker": text("Marker"),
+        "max_keys": text("MaxKeys"),
+        "delimiter": text("Delimiter"),
+        "truncated": text("IsTruncated"),
+        "next_marker": text("NextMarker"),
         "keys": [c.findtext("s3:Key", namespaces=NS) for c in tree.findall("s3:Contents", NS)],
         "contents": tree.findall("s3:Contents", NS),
-        "prefixes": [p.findtext("s3:Prefix", namespaces=NS)
-                     for p in tree.findall("s3:CommonPrefixes", NS)],
+        "prefixes": [
+            p.findtext("s3:Prefix", namespaces=NS) for p in tree.findall("s3:CommonPrefixes", NS)
+        ],
     }
 
 
@@ -113,7 +120,8 @@ def _walk(client: httpx.Client, srv: ArchiveServer, **params: str) -> list[dict[
 
 
 def test_download_serves_exact_bytes_with_s3_headers(
-        server: ArchiveServer, client: httpx.Client, root: Path) -> None:
+    server: ArchiveServer, client: httpx.Client, root: Path
+) -> None:
     """A GET of a zip returns the file bytes with length, type, md5 ETag and Last-Modified."""
     resp = client.get(server.archive_url + ZIP_PATH)
     data = (root / ZIP_KEY).read_bytes()
@@ -123,11 +131,13 @@ def test_download_serves_exact_bytes_with_s3_headers(
     assert resp.headers["content-type"] == "application/zip"
     assert resp.headers["etag"] == f'"{hashlib.md5(data).hexdigest()}"'
     assert resp.headers["last-modified"] == email.utils.formatdate(
-        (root / ZIP_KEY).stat().st_mtime, usegmt=True)
+        (root / ZIP_KEY).stat().st_mtime, usegmt=True
+    )
 
 
 def test_checksum_file_is_text_plain_and_matches_zip(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """The CHECKSUM companion is served as text/plain and holds the zip's sha256."""
     zip_bytes = client.get(server.archive_url + ZIP_PATH).content
     resp = client.get(server.archive_url + ZIP_PATH + ".CHECKSUM")
@@ -148,7 +158,8 @@ def test_head_returns_headers_without_body(server: ArchiveServer, client: httpx.
 
 
 def test_if_none_match_with_current_etag_returns_304(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """A matching If-None-Match yields 304 with no body; a stale one yields the object."""
     etag = client.get(server.archive_url + ZIP_PATH).headers["etag"]
     cached = client.get(server.archive_url + ZIP_PATH, headers={"If-None-Match": etag})
@@ -161,18 +172,22 @@ def test_if_none_match_with_current_etag_returns_304(
 
 
 def test_if_modified_since_returns_304_when_unchanged(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """If-Modified-Since equal to Last-Modified yields 304; an older date yields 200."""
     last_modified = client.head(server.archive_url + ZIP_PATH).headers["last-modified"]
     resp = client.get(server.archive_url + ZIP_PATH, headers={"If-Modified-Since": last_modified})
     assert resp.status_code == 304
     old = email.utils.formatdate(0, usegmt=True)
-    assert client.get(server.archive_url + ZIP_PATH,
-                      headers={"If-Modified-Since": old}).status_code == 200
+    assert (
+        client.get(server.archive_url + ZIP_PATH, headers={"If-Modified-Since": old}).status_code
+        == 200
+    )
 
 
 def test_republished_file_gets_new_etag_and_body(
-        server: ArchiveServer, client: httpx.Client, root: Path) -> None:
+    server: ArchiveServer, client: httpx.Client, root: Path
+) -> None:
     """Overwriting a file on disk is visible on the next request, with a fresh ETag."""
     first = client.get(server.archive_url + ZIP_PATH)
     publish(root, ZIP_KEY, "1577836800000,1,2,3,4,5,1577836859999,6,7,8,9,0\n")
@@ -180,8 +195,12 @@ def test_republished_file_gets_new_etag_and_body(
     assert second.status_code == 200
     assert second.headers["etag"] != first.headers["etag"]
     assert second.headers["etag"] == f'"{hashlib.md5(second.content).hexdigest()}"'
-    assert client.get(server.archive_url + ZIP_PATH,
-                      headers={"If-None-Match": first.headers["etag"]}).status_code == 200
+    assert (
+        client.get(
+            server.archive_url + ZIP_PATH, headers={"If-None-Match": first.headers["etag"]}
+        ).status_code
+        == 200
+    )
 
 
 def test_missing_key_returns_s3_xml_404(server: ArchiveServer, client: httpx.Client) -> None:
@@ -199,9 +218,12 @@ def test_paths_outside_the_archive_are_not_served(server: ArchiveServer) -> None
     """Traversal attempts and directories get 404 or an empty listing, never outside files."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        for raw in ("/data/%2e%2e/%2e%2e/archive/data/spot/daily/klines/BTCUSDT/1m/x",
-                    "/data/../data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip",
-                    "/data/spot/daily/klines/", "/etc/passwd"):
+        for raw in (
+            "/data/%2e%2e/%2e%2e/archive/data/spot/daily/klines/BTCUSDT/1m/x",
+            "/data/../data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip",
+            "/data/spot/daily/klines/",
+            "/etc/passwd",
+        ):
             conn.request("GET", raw)
             resp = conn.getresponse()
             assert resp.status == 404, raw
@@ -220,8 +242,9 @@ def test_large_file_streams_intact_across_chunks(root: Path, client: httpx.Clien
     path.parent.mkdir(parents=True)
     path.write_bytes(big)
     with ArchiveServer(root) as srv:
-        resp = client.get(srv.archive_url + "/data/spot/monthly/trades/BTCUSDT/"
-                          "BTCUSDT-trades-2020-01.zip")
+        resp = client.get(
+            srv.archive_url + "/data/spot/monthly/trades/BTCUSDT/BTCUSDT-trades-2020-01.zip"
+        )
     assert resp.content == big
     assert resp.headers["etag"] == f'"{hashlib.md5(big).hexdigest()}"'
 
@@ -237,9 +260,11 @@ def test_keep_alive_reuses_one_connection(server: ArchiveServer) -> None:
         first.read()
         sock = conn.sock
         assert sock is not None
-        for path, headers, status in ((ZIP_PATH, {"If-None-Match": etag or ""}, 304),
-                                      ("/data/missing.zip", {}, 404),
-                                      (ZIP_PATH + ".CHECKSUM", {}, 200)):
+        for path, headers, status in (
+            (ZIP_PATH, {"If-None-Match": etag or ""}, 304),
+            ("/data/missing.zip", {}, 404),
+            (ZIP_PATH + ".CHECKSUM", {}, 200),
+        ):
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
             resp.read()
@@ -254,7 +279,8 @@ def test_keep_alive_reuses_one_connection(server: ArchiveServer) -> None:
 
 
 def test_listing_collapses_subdirectories_into_common_prefixes(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """With delimiter=/ each sub-directory appears once as a CommonPrefix, with no Contents."""
     top = _list(client, server, delimiter="/", prefix="data/")
     assert top["name"] == "data.binance.vision"
@@ -269,7 +295,8 @@ def test_listing_collapses_subdirectories_into_common_prefixes(
 
 
 def test_listing_contents_carry_s3_object_metadata(
-        server: ArchiveServer, client: httpx.Client, root: Path) -> None:
+    server: ArchiveServer, client: httpx.Client, root: Path
+) -> None:
     """Contents list every object (CHECKSUMs too) with LastModified, quoted md5 ETag and Size."""
     page = _list(client, server, delimiter="/", prefix=KLINES_1M)
     assert page["keys"] == _fixture_keys(KLINES_1M)
@@ -280,9 +307,12 @@ def test_listing_contents_carry_s3_object_metadata(
         path = root / node.findtext("s3:Key", namespaces=NS)
         assert node.findtext("s3:Size", namespaces=NS) == str(path.stat().st_size)
         assert node.findtext("s3:ETag", namespaces=NS) == (
-            f'"{hashlib.md5(path.read_bytes()).hexdigest()}"')
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z",
-                            node.findtext("s3:LastModified", namespaces=NS) or "")
+            f'"{hashlib.md5(path.read_bytes()).hexdigest()}"'
+        )
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z",
+            node.findtext("s3:LastModified", namespaces=NS) or "",
+        )
         assert node.findtext("s3:StorageClass", namespaces=NS) == "STANDARD"
 
 
@@ -294,7 +324,8 @@ def test_listing_escapes_etag_quotes_like_s3(server: ArchiveServer, client: http
 
 
 def test_listing_paginates_by_next_marker_with_page_size_two(
-        root: Path, client: httpx.Client) -> None:
+    root: Path, client: httpx.Client
+) -> None:
     """With page_size=2 a client following NextMarker sees every key once, in order."""
     with ArchiveServer(root, page_size=2) as srv:
         pages = _walk(client, srv, delimiter="/", prefix=KLINES_1M)
@@ -306,7 +337,8 @@ def test_listing_paginates_by_next_marker_with_page_size_two(
 
 
 def test_listing_without_next_marker_supports_last_key_fallback(
-        root: Path, client: httpx.Client) -> None:
+    root: Path, client: httpx.Client
+) -> None:
     """With emit_next_marker=False truncated pages omit NextMarker and the last key still works."""
     with ArchiveServer(root, page_size=2, emit_next_marker=False) as srv:
         pages = _walk(client, srv, delimiter="/", prefix=KLINES_1M)
@@ -316,8 +348,7 @@ def test_listing_without_next_marker_supports_last_key_fallback(
     assert [k for p in pages for k in p["keys"]] == _fixture_keys(KLINES_1M)
 
 
-def test_common_prefix_marker_skips_that_whole_subtree(
-        root: Path, client: httpx.Client) -> None:
+def test_common_prefix_marker_skips_that_whole_subtree(root: Path, client: httpx.Client) -> None:
     """Paging prefixes one at a time never repeats a prefix, both with and without NextMarker."""
     for emit in (True, False):
         with ArchiveServer(root, page_size=1, emit_next_marker=emit) as srv:
@@ -330,13 +361,21 @@ def test_keys_and_prefixes_share_the_page_budget(root: Path, client: httpx.Clien
     """Keys and CommonPrefixes count together toward max-keys and interleave in key order."""
     publish(root, "data/spot/daily/klines/AAAUSDT-loose.zip", "1,2\n")
     with ArchiveServer(root) as srv:
-        first = _list(client, srv, delimiter="/", prefix="data/spot/daily/klines/",
-                      **{"max-keys": "2"})
-        rest = _list(client, srv, delimiter="/", prefix="data/spot/daily/klines/",
-                     marker=first["next_marker"])
+        first = _list(
+            client, srv, delimiter="/", prefix="data/spot/daily/klines/", **{"max-keys": "2"}
+        )
+        rest = _list(
+            client,
+            srv,
+            delimiter="/",
+            prefix="data/spot/daily/klines/",
+            marker=first["next_marker"],
+        )
     assert first["max_keys"] == "2"
-    assert first["keys"] == ["data/spot/daily/klines/AAAUSDT-loose.zip",
-                             "data/spot/daily/klines/AAAUSDT-loose.zip.CHECKSUM"]
+    assert first["keys"] == [
+        "data/spot/daily/klines/AAAUSDT-loose.zip",
+        "data/spot/daily/klines/AAAUSDT-loose.zip.CHECKSUM",
+    ]
     assert first["prefixes"] == []
     assert first["truncated"] == "true"
     assert rest["keys"] == []
@@ -345,7 +384,8 @@ def test_keys_and_prefixes_share_the_page_budget(root: Path, client: httpx.Clien
 
 
 def test_listing_without_delimiter_is_recursive_and_has_no_next_marker(
-        root: Path, client: httpx.Client) -> None:
+    root: Path, client: httpx.Client
+) -> None:
     """Without a delimiter all nested keys are listed and, like S3, NextMarker is never sent."""
     with ArchiveServer(root, page_size=4) as srv:
         pages = _walk(client, srv, prefix="data/")
@@ -358,8 +398,10 @@ def test_listing_without_delimiter_is_recursive_and_has_no_next_marker(
 def test_listing_prefix_may_end_mid_name(server: ArchiveServer, client: httpx.Client) -> None:
     """A prefix that is not a directory boundary filters by string prefix, as S3 does."""
     page = _list(client, server, delimiter="/", prefix=KLINES_1M + "BTCUSDT-1m-2020-01-02")
-    assert page["keys"] == [KLINES_1M + "BTCUSDT-1m-2020-01-02.zip",
-                            KLINES_1M + "BTCUSDT-1m-2020-01-02.zip.CHECKSUM"]
+    assert page["keys"] == [
+        KLINES_1M + "BTCUSDT-1m-2020-01-02.zip",
+        KLINES_1M + "BTCUSDT-1m-2020-01-02.zip.CHECKSUM",
+    ]
     assert _list(client, server, delimiter="/", prefix="data/sp")["prefixes"] == ["data/spot/"]
 
 
@@ -378,7 +420,8 @@ def test_invalid_max_keys_is_rejected(server: ArchiveServer, client: httpx.Clien
 
 
 def test_listing_hides_in_flight_publish_temp_files(
-        server: ArchiveServer, client: httpx.Client, root: Path) -> None:
+    server: ArchiveServer, client: httpx.Client, root: Path
+) -> None:
     """Hidden temp files left by an atomic publish never show up as keys."""
     (root / KLINES_1M / ".BTCUSDT-1m-2020-01-04.zip.abc.tmp").write_bytes(b"partial")
     assert _list(client, server, prefix=KLINES_1M)["keys"] == _fixture_keys(KLINES_1M)
@@ -388,7 +431,8 @@ def test_listing_hides_in_flight_publish_temp_files(
 
 
 def test_status_fault_fires_once_then_serves_normally(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """A queued 503 answers exactly one request with an S3 XML error, then the file is served."""
     server.faults.add(ZIP_PATH, Fault.status(503))
     failed = client.get(server.archive_url + ZIP_PATH)
@@ -408,7 +452,8 @@ def test_429_fault_sends_retry_after(server: ArchiveServer, client: httpx.Client
 
 
 def test_faults_repeat_with_times_and_queue_in_order(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """times= repeats a fault and faults for one path are consumed first-in first-out."""
     server.faults.add(ZIP_PATH, Fault.status(500), times=2)
     server.faults.add(ZIP_PATH, Fault.status(429, retry_after=3))
@@ -428,7 +473,8 @@ def test_faults_only_hit_their_own_path(server: ArchiveServer, client: httpx.Cli
 
 
 def test_truncate_fault_announces_full_length_then_closes(
-        server: ArchiveServer, root: Path) -> None:
+    server: ArchiveServer, root: Path
+) -> None:
     """Fault.truncate(n) sends the full Content-Length, n body bytes, then closes the socket."""
     size = (root / ZIP_KEY).stat().st_size
     server.faults.add(ZIP_PATH, Fault.truncate(1000))
@@ -445,7 +491,8 @@ def test_truncate_fault_announces_full_length_then_closes(
 
 
 def test_truncate_fault_surfaces_as_client_protocol_error(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """An httpx client sees the truncated body as an error, and the next request succeeds."""
     server.faults.add(ZIP_PATH, Fault.truncate(30_000))
     with pytest.raises(httpx.RemoteProtocolError):
@@ -464,7 +511,8 @@ def test_html_fault_returns_200_html_page(server: ArchiveServer, client: httpx.C
 
 
 def test_delay_fault_waits_then_serves_without_blocking_others(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """Fault.delay holds only its own request, which then gets the normal response."""
     server.faults.add(ZIP_PATH, Fault.delay(0.6))
     with ThreadPoolExecutor(1) as pool, httpx.Client(timeout=10) as other:
@@ -481,7 +529,8 @@ def test_delay_fault_waits_then_serves_without_blocking_others(
 
 
 def test_listing_target_faults_apply_to_listing_requests(
-        server: ArchiveServer, client: httpx.Client) -> None:
+    server: ArchiveServer, client: httpx.Client
+) -> None:
     """Faults queued for "listing" hit listing requests, including a truncated XML body."""
     server.faults.add("listing", Fault.status(503))
     server.faults.add("listing", Fault.truncate(20))
@@ -497,15 +546,20 @@ def test_listing_target_faults_apply_to_listing_requests(
 
 
 def test_request_log_records_method_path_status_and_bytes(
-        server: ArchiveServer, client: httpx.Client, root: Path) -> None:
+    server: ArchiveServer, client: httpx.Client, root: Path
+) -> None:
     """The log lists each request with its query string, and reset_log empties it."""
     client.get(server.listing_url, params={"prefix": KLINES_1M})
     client.get(server.archive_url + ZIP_PATH)
     client.head(server.archive_url + ZIP_PATH)
     client.get(server.archive_url + "/data/nope.zip")
     log = server.requests
-    assert [(r.method, r.status) for r in log] == [("GET", 200), ("GET", 200), ("HEAD", 200),
-                                                   ("GET", 404)]
+    assert [(r.method, r.status) for r in log] == [
+        ("GET", 200),
+        ("GET", 200),
+        ("HEAD", 200),
+        ("GET", 404),
+    ]
     assert log[0].path.startswith("/data.binance.vision?prefix=")
     assert log[1] == RequestRecord("GET", ZIP_PATH, 200, (root / ZIP_KEY).stat().st_size)
     zip_gets = [r for r in log if r.method == "GET" and r.path.endswith(".zip") and r.status == 200]
@@ -517,8 +571,10 @@ def test_request_log_records_method_path_status_and_bytes(
 def test_concurrent_downloads_all_succeed(server: ArchiveServer, root: Path) -> None:
     """Many parallel downloads of every fixture object return the right bytes."""
     keys = _fixture_keys("data/") * 6
-    with httpx.Client(timeout=20, limits=httpx.Limits(max_connections=16)) as c, \
-            ThreadPoolExecutor(16) as pool:
+    with (
+        httpx.Client(timeout=20, limits=httpx.Limits(max_connections=16)) as c,
+        ThreadPoolExecutor(16) as pool,
+    ):
         bodies = list(pool.map(lambda k: c.get(f"{server.archive_url}/{k}").content, keys))
     for key, body in zip(keys, bodies, strict=True):
         assert body == (root / key).read_bytes()
@@ -530,8 +586,9 @@ def test_concurrent_fault_consumption_is_exact(server: ArchiveServer) -> None:
     """Under parallel load each queued fault is consumed by exactly one request."""
     server.faults.add(ZIP_PATH, Fault.status(503), times=10)
     with httpx.Client(timeout=20) as c, ThreadPoolExecutor(12) as pool:
-        codes = list(pool.map(lambda _: c.get(server.archive_url + ZIP_PATH).status_code,
-                              range(30)))
+        codes = list(
+            pool.map(lambda _: c.get(server.archive_url + ZIP_PATH).status_code, range(30))
+        )
     assert codes.count(503) == 10
     assert codes.count(200) == 20
 
@@ -569,8 +626,9 @@ def test_urls_require_a_started_server(root: Path) -> None:
         assert srv.listing_url == srv.archive_url + "/data.binance.vision"
 
 
-def test_server_is_quiet(server: ArchiveServer, client: httpx.Client,
-                         capfd: pytest.CaptureFixture[str]) -> None:
+def test_server_is_quiet(
+    server: ArchiveServer, client: httpx.Client, capfd: pytest.CaptureFixture[str]
+) -> None:
     """Serving requests, errors and faults writes nothing to stdout or stderr."""
     server.faults.add(ZIP_PATH, Fault.truncate(10))
     with pytest.raises(httpx.RemoteProtocolError):
@@ -584,16 +642,30 @@ def test_server_is_quiet(server: ArchiveServer, client: httpx.Client,
 def test_module_cli_prints_urls_and_stops_on_sigterm(root: Path) -> None:
     """python -m tests.servers.archive_server prints one JSON line and exits 0 on SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.archive_server", "--root", str(root),
-         "--port", "0", "--page-size", "2"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tests.servers.archive_server",
+            "--root",
+            str(root),
+            "--port",
+            "0",
+            "--page-size",
+            "2",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         urls = json.loads(proc.stdout.readline())
         assert set(urls) == {"archive_url", "listing_url"}
         assert httpx.get(urls["archive_url"] + ZIP_PATH).status_code == 200
-        page = _parse(httpx.get(urls["listing_url"],
-                                params={"delimiter": "/", "prefix": KLINES_1M}).content)
+        page = _parse(
+            httpx.get(urls["listing_url"], params={"delimiter": "/", "prefix": KLINES_1M}).content
+        )
         assert len(page["keys"]) == 2
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
@@ -618,8 +690,9 @@ def test_checksum_text_reproduces_real_binance_checksum_file() -> None:
 
 def test_make_zip_deflates_member_and_extras() -> None:
     """make_zip writes the named member first, deflated, plus any extra members."""
-    data = make_zip("A-1m-2020-01-01.csv", b"1,2\n" * 100,
-                    extra_members={"__MACOSX/._A.csv": b"junk"})
+    data = make_zip(
+        "A-1m-2020-01-01.csv", b"1,2\n" * 100, extra_members={"__MACOSX/._A.csv": b"junk"}
+    )
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = zf.infolist()
         assert [i.filename for i in infos] == ["A-1m-2020-01-01.csv", "__MACOSX/._A.csv"]
@@ -642,8 +715,9 @@ def test_publish_writes_zip_and_checksum(tmp_path: Path) -> None:
 
 def test_publish_can_write_a_wrong_checksum(tmp_path: Path) -> None:
     """checksum= replaces the digest so tests can simulate a corrupt publish."""
-    path = publish(tmp_path, "data/spot/daily/trades/X/X-trades-2020-01-01.zip", b"1\n",
-                   checksum="0" * 64)
+    path = publish(
+        tmp_path, "data/spot/daily/trades/X/X-trades-2020-01-01.zip", b"1\n", checksum="0" * 64
+    )
     assert path.with_name(path.name + ".CHECKSUM").read_text() == "0" * 64 + "  " + path.name
 
 
@@ -673,9 +747,9 @@ def test_copy_fixture_tree_copies_real_files_untouched(tmp_path: Path) -> None:
     assert (FIXTURE_TREE / ZIP_KEY).read_bytes() != (dst / ZIP_KEY).read_bytes()
 
 
-
 def test_warm_etags_hashes_every_file_up_front(
-        server: ArchiveServer, client: httpx.Client, root: Path) -> None:
+    server: ArchiveServer, client: httpx.Client, root: Path
+) -> None:
     """Warming computes each object's quoted MD5 once; the served ETag is that digest."""
     count = server.warm_etags()
     assert count == sum(1 for p in root.rglob("*") if p.is_file())
