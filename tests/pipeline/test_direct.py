@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import zipfile
-from datetime import date
-from typing import TYPE_CHECKING
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pytest
 
-from crypto_lakehouse.pipeline.direct import split_days
+from crypto_lakehouse.pipeline import direct
+from crypto_lakehouse.pipeline.direct import split_days, write_tick_files
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.pipeline.parse import ParseTask
 from crypto_lakehouse.query.engine import QueryEngine
 from crypto_lakehouse.storage.lake import Lake
-from tests.servers.archive_files import publish
+from tests.servers.archive_files import make_zip, publish
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,3 +111,64 @@ def test_lake_refusing_a_worker_write_fails_the_file_not_the_run(
     again = asyncio.run(ingest(REQUEST, settings_for(root)))
     assert [f.outcome for f in again.files] == ["loaded"]
     assert _counts(root) == (105_280, 105_280, 1)
+
+
+def _monthly_agg_trades(tmp_path: Path, days: int, rows_per_day: int) -> ParseTask:
+    """Write a UM monthly aggTrades zip of `days` days and return its parse task (small chunks)."""
+    lines = ["agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
+             "is_buyer_maker"]  # fmt: skip
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    trade = 0
+    for day in range(days):
+        midnight = int((start + timedelta(days=day)).timestamp() * 1000)
+        for row in range(rows_per_day):
+            trade += 1
+            lines.append(f"{trade},{42000 + row % 97}.5,0.0{row % 9 + 1},{trade},{trade},"
+                         f"{midnight + row * 1000},{'true' if row % 2 else 'false'}")  # fmt: skip
+    name = "BTCUSDT-aggTrades-2024-01"
+    zip_path = tmp_path / f"{name}.zip"
+    zip_path.write_bytes(make_zip(f"{name}.csv", ("\n".join(lines) + "\n").encode()))
+    return ParseTask(
+        market="um", data_type="aggTrades",
+        key=f"data/futures/um/monthly/aggTrades/BTCUSDT/{name}.zip", symbol="BTCUSDT",
+        interval=None, period="monthly", stamp="2024-01", revision=1, zip_path=str(zip_path),
+        staged_path="", chunk_bytes=64 << 10, ingested_at=datetime.now(UTC),
+    )  # fmt: skip
+
+
+def test_a_multi_day_file_is_encoded_on_two_threads_one_file_per_day(tmp_path: Path) -> None:
+    """Days alternate between the encoders; each day still gets one complete, ordered file."""
+    task = _monthly_agg_trades(tmp_path, days=5, rows_per_day=3000)
+    table = tmp_path / "table"
+    write = write_tick_files(task, str(table), {})
+    assert [f.partition_values["date"] for f in write.files] == [
+        f"2024-01-0{day}" for day in range(1, 6)
+    ]
+    assert write.parsed.rows == 15_000
+    for data_file in write.files:
+        frame = pl.read_parquet(table / data_file.path)
+        assert frame.height == 3000 == json.loads(data_file.stats)["numRecords"]
+        assert frame["agg_trade_id"].is_sorted()
+        assert frame["transact_time"].dt.date().unique().to_list() == [
+            date.fromisoformat(data_file.partition_values["date"])
+        ]
+
+
+def test_a_failing_encoder_stops_the_file_and_leaves_no_data_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encode error on one thread fails the file; both threads' files are removed."""
+    task = _monthly_agg_trades(tmp_path, days=5, rows_per_day=3000)
+    real = direct._encode
+
+    def encode(*args: Any) -> None:
+        parts = args[3]
+        if date(2024, 1, 4) in parts:
+            raise OSError("disk full")
+        real(*args)
+
+    monkeypatch.setattr(direct, "_encode", encode)
+    table = tmp_path / "table"
+    with pytest.raises(OSError, match="disk full"):
+        write_tick_files(task, str(table), {})
+    assert not list(table.rglob("*.parquet"))

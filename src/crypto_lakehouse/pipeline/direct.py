@@ -7,8 +7,9 @@ local disk or S3) while the committer only writes a small Delta transaction: the
 partitions of the file's period are overwritten by the new data files atomically. Files
 written by a worker that dies or fails are never committed, so readers never see them.
 
-Inside a worker, encoding chunk N overlaps parsing chunk N+1 (pyarrow and polars both
-release the GIL), so one large file uses both cores.
+Inside a worker, two encoder threads (days alternate between them) encode chunks N-1 and N
+while chunk N+1 is parsed (pyarrow and polars both release the GIL), so one large file keeps
+both cores busy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 import json
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -167,12 +169,22 @@ def _stat(value: object, *, up: bool) -> object:
     return value
 
 
+#: Encoder threads per file: days alternate between them, so one file's Parquet encoding
+#: (the slowest stage) runs on two cores; each day is encoded by one thread, in order.
+ENCODERS = 2
+#: Chunks parsed but not yet encoded: two, so both encoders have work when a chunk holds
+#: one day only (a monthly tick file's chunk mostly does).
+CHUNKS_IN_FLIGHT = 2
+
+
 def write_tick_files(
     task: ParseTask, table_uri: str, storage_options: dict[str, str]
 ) -> DirectWrite:
     """Parse one archive file and write its rows as Parquet files, one per day partition.
 
-    Runs in a worker. Nothing is visible to readers until `commit_tick_files`.
+    Runs in a worker. Nothing is visible to readers until `commit_tick_files`. Parsing chunk
+    N+1 overlaps encoding chunks N-1 and N, on `ENCODERS` threads (polars and pyarrow both
+    release the GIL): with one encoder a single large file kept 1.6 of 2 cores busy.
 
     Raises:
         FormatError, TruncatedBodyError: the file is bad; files written so far are deleted.
@@ -180,31 +192,56 @@ def write_tick_files(
     fs, base = Lake(table_uri, storage_options).filesystem()
     parser = FileParser(task, strict_period=True)
     partition_cols = list(parser.dataset.partition_by)
-    open_files: dict[date, _PartitionFile] = {}
-    done: list[DataFile] = []
-    pending: Future[None] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode") as encoder:
-        try:
-            for frame in parser.frames():
-                parts = split_days(frame)
-                if pending is not None:
-                    pending.result()
-                pending = encoder.submit(
-                    _encode, fs, base, task, parts, open_files, done, partition_cols
-                )
-            if pending is not None:
-                pending.result()
-            for day, handle in open_files.items():
-                done.append(handle.close(fs, {"symbol": task.symbol, "date": day.isoformat()}))
-        except BaseException:
-            if pending is not None:
-                pending.exception()
-            for handle in open_files.values():
+    open_files: list[dict[date, _PartitionFile]] = [{} for _ in range(ENCODERS)]
+    done: list[list[DataFile]] = [[] for _ in range(ENCODERS)]
+    in_flight: deque[list[Future[None]]] = deque()
+    encoders = [
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encode-{index}")
+        for index in range(ENCODERS)
+    ]
+    try:
+        for frame in parser.frames():
+            if len(in_flight) >= CHUNKS_IN_FLIGHT:
+                _wait_all(in_flight.popleft())
+            by_encoder: list[dict[date, pl.DataFrame]] = [{} for _ in range(ENCODERS)]
+            for day, part in split_days(frame).items():
+                by_encoder[day.toordinal() % ENCODERS][day] = part
+            in_flight.append([
+                encoder.submit(_encode, fs, base, task, parts, open_files[index], done[index],
+                               partition_cols)
+                for index, (encoder, parts) in enumerate(zip(encoders, by_encoder, strict=True))
+                if parts
+            ])  # fmt: skip
+        while in_flight:
+            _wait_all(in_flight.popleft())
+        for files, finished in zip(open_files, done, strict=True):
+            for day, handle in files.items():
+                finished.append(handle.close(fs, {"symbol": task.symbol, "date": day.isoformat()}))
+    except BaseException:
+        for futures in in_flight:
+            for future in futures:
+                future.exception()  # let every encoder stop before its files are removed
+        for files in open_files:
+            for handle in files.values():
                 _discard(fs, handle)
-            for data_file in done:
+        for finished in done:
+            for data_file in finished:
                 fs.delete_file(f"{base}/{data_file.path}")
-            raise
-    return DirectWrite(parser.result(), tuple(done))
+        raise
+    finally:
+        for encoder in encoders:
+            encoder.shutdown(wait=True)
+    written = sorted((f for finished in done for f in finished),
+                     key=lambda f: (f.partition_values["date"], f.path))  # fmt: skip
+    return DirectWrite(parser.result(), tuple(written))
+
+
+def _wait_all(futures: list[Future[None]]) -> None:
+    """Wait for every future, then raise the first failure among them."""
+    errors = [future.exception() for future in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def split_days(frame: pl.DataFrame) -> dict[date, pl.DataFrame]:
