@@ -1,14 +1,14 @@
-"""`frozen_heap` and `retained_malloc_heap` tune the heap only while a run lasts."""
+"""`frozen_heap` tunes collection only while a run lasts; `release_free_memory` trims malloc."""
 
 from __future__ import annotations
 
-import ctypes
 import gc
+import os
 import weakref
 
 import pytest
 
-from crypto_lakehouse.ops.heap import _glibc_mallopt, frozen_heap, retained_malloc_heap
+from crypto_lakehouse.ops.heap import _glibc_malloc_trim, frozen_heap, release_free_memory
 
 
 def test_objects_alive_on_entry_are_frozen_until_the_outermost_exit() -> None:
@@ -44,29 +44,19 @@ def test_cycles_made_before_a_run_are_collected_after_it() -> None:
     assert collected == ["gone"]
 
 
-def _glibc_free_heap_bytes() -> int:
-    """Return the free bytes glibc holds in its heaps (`mallinfo2().fordblks`)."""
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]  # fmt: skip
-
-    mallinfo2 = ctypes.CDLL(None).mallinfo2
-    mallinfo2.restype = MallInfo2
-    return int(mallinfo2().fordblks)
+def _rss_bytes() -> int:
+    """Return this process's resident set size."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(_glibc_mallopt() is None, reason="glibc's mallopt only")
-def test_freed_buffers_stay_in_the_heap_during_a_run_and_are_unmapped_after() -> None:
-    """A 4 MB buffer freed inside a run is kept for reuse; after the run it is unmapped again."""
-    size = 4 << 20
-    with retained_malloc_heap(), retained_malloc_heap():
-        buffer = b"x" * size
-        before = _glibc_free_heap_bytes()
-        del buffer
-        assert _glibc_free_heap_bytes() - before > size // 2  # kept in the heap, not unmapped
-    buffer = b"y" * size
-    before = _glibc_free_heap_bytes()
-    del buffer
-    assert _glibc_free_heap_bytes() - before < size // 2  # mapped alone, unmapped on free
+@pytest.mark.skipif(_glibc_malloc_trim() is None, reason="glibc's malloc_trim only")
+def test_freed_heap_memory_goes_back_to_the_system() -> None:
+    """64 MB freed below a live chunk stays resident until `release_free_memory` trims it."""
+    pieces = [bytearray(64 << 10) for _ in range(1024)]  # below the mmap threshold: heap
+    pin = bytearray(64 << 10)  # above them, so freeing them cannot shrink the heap's top
+    del pieces
+    before = _rss_bytes()
+    release_free_memory()
+    assert before - _rss_bytes() > 32 << 20
+    assert len(pin) == 64 << 10

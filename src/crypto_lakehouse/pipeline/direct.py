@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
+from crypto_lakehouse.ops.heap import release_free_memory
 from crypto_lakehouse.pipeline.parse import FileParser, ParsedFile, ParseTask, period_bounds
 from crypto_lakehouse.pipeline.silver import SILVER, silver_arrow_schema
 from crypto_lakehouse.storage import tables
@@ -231,6 +232,7 @@ def write_tick_files(
     finally:
         for encoder in encoders:
             encoder.shutdown(wait=True)
+        release_free_memory()  # the next file may run on other threads, with other arenas
     written = sorted((f for finished in done for f in finished),
                      key=lambda f: (f.partition_values["date"], f.path))  # fmt: skip
     return DirectWrite(parser.result(), tuple(written))

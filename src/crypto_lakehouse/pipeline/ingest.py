@@ -26,7 +26,7 @@ from crypto_lakehouse.exceptions import (
     SourceError,
     StorageError,
 )
-from crypto_lakehouse.ops.heap import frozen_heap, retained_malloc_heap
+from crypto_lakehouse.ops.heap import frozen_heap
 from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.executor import (
     ExecutorKind,
@@ -164,7 +164,7 @@ async def ingest(
     own_client = client is None
     archive = client or ArchiveClient(settings)
     try:
-        with frozen_heap(), retained_malloc_heap():
+        with frozen_heap():
             await _run(run, request, archive)
         if settings.auto_compact and run.result.loaded:
             await _compact(run)
