@@ -14,6 +14,8 @@ from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stag
 from crypto_lakehouse.pipeline.parse_batch import (
     BatchFile,
     BatchRejected,
+    _join,
+    _line_counts,
     parse_batch_to_files,
     store_and_parse_batch,
 )
@@ -157,3 +159,18 @@ def test_a_refused_bronze_write_stops_the_batch_before_any_silver_file(
     with pytest.raises(OSError):
         store_and_parse_batch([BatchFile(task, data, "bronze/blocked/x.zip")], lake, table)
     assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_line_counts_follow_each_body_as_the_scratch_mask_grows() -> None:
+    """Counts are per body, empty bodies included, whatever body sizes came before."""
+    small = [b"1\n2\n", b"", b"3\n"]
+    assert _line_counts(_join(small), small) == [2, 0, 1]
+    large = [b"x\n" * 50_000, b"y\n" * 3, b"z\n" * 70_000]
+    assert _line_counts(_join(large), large) == [50_000, 3, 70_000]
+    assert _line_counts(_join(small), small) == [2, 0, 1]
+
+
+def test_a_body_without_its_last_newline_rejects_the_batch() -> None:
+    """Joined, it would merge with the next body's first line."""
+    with pytest.raises(BatchRejected, match="newline"):
+        _join([b"1,2\n3,4", b"5,6\n"])

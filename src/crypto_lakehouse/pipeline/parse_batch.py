@@ -13,6 +13,7 @@ instead of one per file, and no threads racing for the same folder).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 
 _NEWLINE = ord("\n")
+#: Per-thread scratch memory of the batch parse (`_mask`).
+_scratch = threading.local()
 
 
 class BatchRejected(Exception):
@@ -85,14 +88,30 @@ def _join(bodies: Sequence[bytes]) -> bytes:
 
 
 def _line_counts(joined: bytes, bodies: Sequence[bytes]) -> list[int]:
-    """Count each body's lines in one numpy pass over the joined buffer (the GIL released)."""
-    newlines = np.frombuffer(joined, dtype=np.uint8) == _NEWLINE
+    """Count each body's lines with numpy (the GIL released), in a mask kept per thread.
+
+    A fresh mask per batch (14 MB for 64 files) cost a page fault per 4 KB, more than the
+    comparison itself; one body-sized mask is reused and stays in cache.
+    """
+    data = np.frombuffer(joined, dtype=np.uint8)
+    mask = _mask(max((len(body) for body in bodies), default=0))
     counts: list[int] = []
     offset = 0
     for body in bodies:
-        counts.append(int(np.count_nonzero(newlines[offset : offset + len(body)])))
-        offset += len(body)
+        size = len(body)
+        np.equal(data[offset : offset + size], _NEWLINE, out=mask[:size])
+        counts.append(int(np.count_nonzero(mask[:size])))
+        offset += size
     return counts
+
+
+def _mask(size: int) -> np.ndarray:
+    """Return this thread's boolean scratch array of at least `size` elements."""
+    mask: np.ndarray | None = getattr(_scratch, "mask", None)
+    if mask is None or len(mask) < size:
+        mask = np.empty(size, dtype=np.bool_)
+        _scratch.mask = mask
+    return mask
 
 
 def _read_joined(joined: bytes, dataset: Dataset) -> pl.DataFrame:
