@@ -14,7 +14,6 @@ from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stag
 from crypto_lakehouse.pipeline.parse_batch import (
     BatchFile,
     BatchRejected,
-    _join,
     _line_counts,
     parse_batch_to_files,
     store_and_parse_batch,
@@ -164,13 +163,18 @@ def test_a_refused_bronze_write_stops_the_batch_before_any_silver_file(
 def test_line_counts_follow_each_body_as_the_scratch_mask_grows() -> None:
     """Counts are per body, empty bodies included, whatever body sizes came before."""
     small = [b"1\n2\n", b"", b"3\n"]
-    assert _line_counts(_join(small), small) == [2, 0, 1]
+    assert _line_counts(b"".join(small), small) == [2, 0, 1]
     large = [b"x\n" * 50_000, b"y\n" * 3, b"z\n" * 70_000]
-    assert _line_counts(_join(large), large) == [50_000, 3, 70_000]
-    assert _line_counts(_join(small), small) == [2, 0, 1]
+    assert _line_counts(b"".join(large), large) == [50_000, 3, 70_000]
+    assert _line_counts(b"".join(small), small) == [2, 0, 1]
 
 
-def test_a_body_without_its_last_newline_rejects_the_batch() -> None:
-    """Joined, it would merge with the next body's first line."""
-    with pytest.raises(BatchRejected, match="newline"):
-        _join([b"1,2\n3,4", b"5,6\n"])
+def test_a_last_line_without_its_newline_stays_in_its_own_file(tmp_path: Path) -> None:
+    """Joined, an unterminated last line would merge with the next file's first line."""
+    tasks = [
+        _task(tmp_path, "2024-03-01", kline_csv("2024-03-01", minutes=3).rstrip("\n")),
+        _task(tmp_path, "2024-03-02", kline_csv("2024-03-02", minutes=2)),
+    ]
+    batch, rows = _same_as_per_file(tmp_path, tasks)
+    assert [parsed.rows for parsed in batch] == [3, 2]
+    assert rows.height == 5

@@ -70,21 +70,12 @@ def _bodies(
     for task, data in zip(tasks, zips, strict=True):
         raw = read_csv_member(data if data is not None else Path(task.zip_path))
         header, body = split_header(raw)
+        if body and body[-1:] != b"\n":
+            body += b"\n"  # joined, a last line without its newline would merge with the next
         bodies.append(body)
         headers.append(header)
         sizes.append(len(raw))
     return bodies, headers, sizes
-
-
-def _join(bodies: Sequence[bytes]) -> bytes:
-    """Join the bodies into one CSV buffer (one scan of it costs two thirds of a scan per body).
-
-    A body that does not end with a newline would merge with the next one, so it sends the
-    batch to per-file parsing.
-    """
-    if any(body and body[-1:] != b"\n" for body in bodies):
-        raise BatchRejected("a file does not end with a newline")
-    return b"".join(bodies)
 
 
 def _line_counts(joined: bytes, bodies: Sequence[bytes]) -> list[int]:
@@ -222,7 +213,8 @@ def _parse_batch(
     if dataset.tick or dataset.derived_time_from_date_hour:
         raise BatchRejected("only bar-like datasets are batched")
     bodies, headers, sizes = _bodies(tasks, zips)
-    joined = _join(bodies)
+    # One scan of the joined bodies costs two thirds of a scan with a source per body.
+    joined = b"".join(bodies)
     counts = _line_counts(joined, bodies)
     del bodies
     try:
