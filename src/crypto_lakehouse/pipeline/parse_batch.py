@@ -1,7 +1,7 @@
 """Parse many small archive files in one polars pass (daily 1m klines: ~215 KB each).
 
 Per-file work (a dozen polars calls) dominated small-file ingest, so a batch inflates every
-zip, parses the CSV bodies in one polars scan (one source each), and validates every rule of
+zip, parses the joined CSV bodies in one polars scan, and validates every rule of
 `FileParser` with vectorised expressions over a per-row file index. Any doubt — a bad cell,
 a mixed epoch unit, a row outside its period — raises `BatchRejected`, and the caller parses
 those files one by one, so each bad file still gets its own precise error.
