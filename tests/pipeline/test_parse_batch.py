@@ -178,3 +178,20 @@ def test_a_last_line_without_its_newline_stays_in_its_own_file(tmp_path: Path) -
     batch, rows = _same_as_per_file(tmp_path, tasks)
     assert [parsed.rows for parsed in batch] == [3, 2]
     assert rows.height == 5
+
+
+def test_a_blank_line_or_a_quoted_line_break_sends_the_batch_to_per_file_parsing(
+    tmp_path: Path,
+) -> None:
+    """Rows must map to files by line: anything that breaks that rejects the batch, unwritten."""
+    lines = kline_csv("2024-03-01", minutes=3).splitlines()
+    second = _task(tmp_path, "2024-03-02", kline_csv("2024-03-02", minutes=2))
+    blank = "\n".join([lines[0], "", *lines[1:]]) + "\n"
+    with pytest.raises(BatchRejected, match="nulls"):  # a blank line is a row of empty cells
+        parse_batch_to_files([_task(tmp_path, "2024-03-01", blank), second],
+                             str(tmp_path / "table"), {})  # fmt: skip
+    quoted = "\n".join([*lines[:2], lines[2].rsplit(",", 1)[0] + ',"0\n0"']) + "\n"
+    with pytest.raises(BatchRejected, match="rows and lines differ"):
+        parse_batch_to_files([_task(tmp_path, "2024-03-01", quoted), second],
+                             str(tmp_path / "table"), {})  # fmt: skip
+    assert not list((tmp_path / "table").rglob("*.parquet"))

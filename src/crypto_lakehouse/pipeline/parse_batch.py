@@ -222,7 +222,7 @@ def _parse_batch(
     except pl.exceptions.PolarsError as exc:
         raise BatchRejected(str(exc)) from exc
     if raw.height != sum(counts):
-        raise BatchRejected("blank or unterminated lines")
+        raise BatchRejected("rows and lines differ (a line break inside quotes)")
     ends = pl.Series(counts, dtype=pl.UInt32).cum_sum()
     # Row r belongs to the first file whose cumulative row count exceeds r.
     file_index = ends.search_sorted(pl.int_range(raw.height, dtype=pl.UInt32, eager=True),
