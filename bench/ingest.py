@@ -270,7 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the chosen scenarios and write bench/results/ingest-<date>.json."""
+    """Run the chosen scenarios; write bench/results/ingest[-<scenario>]-<date>.json."""
     args = parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     executors = [e.strip() for e in args.executors.split(",") if e.strip()]
@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario in ("small", "all"):
             report["scenarios"]["small"] = run_small(args, executors)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = args.out or RESULTS / f"ingest-{datetime.now(UTC).date().isoformat()}.json"
+    # A one-scenario run gets its own name: it must not replace the day's full report.
+    part = "" if args.scenario == "all" else f"{args.scenario}-"
+    out = args.out or RESULTS / f"ingest-{part}{datetime.now(UTC).date().isoformat()}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nresults written to {out}")
     return 0
