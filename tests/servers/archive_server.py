@@ -402,28 +402,31 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = _CONTENT_TYPES.get(file.suffix, "application/octet-stream")
         if st.st_size <= CHUNK_SIZE:
             etag, data, st = self.server.app._etags.small_object(file, st)
-            headers = {
-                "Content-Type": content_type,
-                "ETag": etag,
-                "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
-            }
-            if self._not_modified(etag, st.st_mtime):
-                self._send(304, headers, b"", length=st.st_size)
-                return
-            self._send(200, headers, data, length=st.st_size, cut=cut)
+            self._send_object(content_type, etag, st, data, cut)
             return
         with file.open("rb") as fh:
             st = os.fstat(fh.fileno())
             etag = self.server.app._etags.etag(file, fh, st)
-            headers = {
-                "Content-Type": _CONTENT_TYPES.get(file.suffix, "application/octet-stream"),
-                "ETag": etag,
-                "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
-            }
-            if self._not_modified(etag, st.st_mtime):
-                self._send(304, headers, b"", length=st.st_size)
-                return
-            self._send(200, headers, fh, length=st.st_size, cut=cut)
+            self._send_object(content_type, etag, st, fh, cut)
+
+    def _send_object(
+        self,
+        content_type: str,
+        etag: str,
+        st: os.stat_result,
+        body: bytes | BinaryIO,
+        cut: int | None,
+    ) -> None:
+        """Answer 304 when the client's validators match, else 200 with the object."""
+        headers = {
+            "Content-Type": content_type,
+            "ETag": etag,
+            "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
+        }
+        if self._not_modified(etag, st.st_mtime):
+            self._send(304, headers, b"", length=st.st_size)
+            return
+        self._send(200, headers, body, length=st.st_size, cut=cut)
 
     def _not_modified(self, etag: str, mtime: float) -> bool:
         """Evaluate If-None-Match (preferred) or If-Modified-Since."""
