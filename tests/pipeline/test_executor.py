@@ -77,6 +77,52 @@ def test_dask_workers_build_the_same_silver_tables_as_threads(
         assert got.equals(expected), f"{request.market} {request.data_type} differs on Dask"
 
 
+@pytest.mark.s3
+def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
+    tmp_path: Path,
+    s3_root: str,
+    settings_for: Callable[..., Settings],
+    dask_cluster: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With --dask-address and an S3 lake, tasks name bronze objects; the tables still match.
+
+    Workers on other hosts cannot open the driver's temp folder, so every task sent must carry
+    no local zip path (an empty `zip_path` would fail the parse), and the rows must equal a
+    local thread pool's.
+    """
+    sent: list[ParseTask] = []
+    submit = DaskExecutor.submit
+
+    def recording_submit(self: DaskExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        sent.extend(a for a in args if isinstance(a, ParseTask))
+        sent.extend(b.task for a in args if isinstance(a, list) for b in a if hasattr(b, "task"))
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(DaskExecutor, "submit", recording_submit)
+    local_root = str(tmp_path / "threads")
+    for request in REQUESTS:  # bars and funding rates (batched small files), a tick table
+        threads = asyncio.run(ingest(request, settings_for(local_root, workers=2)))
+        on_dask = IngestRequest(
+            request.market, request.data_type, request.symbols, request.interval,
+            request.start, request.end, executor="dask", dask_address=dask_cluster,
+        )  # fmt: skip
+        remote = asyncio.run(ingest(on_dask, settings_for(s3_root, workers=2)))
+        assert threads.ok and remote.ok, remote.failed
+        assert remote.rows_loaded == threads.rows_loaded > 0
+        expected = silver_rows(local_root, request.market, request.data_type)
+        got = silver_rows(s3_root, request.market, request.data_type)
+        assert got.equals(expected), f"{request.market} {request.data_type} differs"
+    tick_tasks = [t for t in sent if t.data_type == "aggTrades"]
+    assert tick_tasks and sent
+    for task in sent:
+        assert task.zip_path == ""
+        assert task.bronze is not None
+        lake, path = task.bronze
+        assert lake.uri == s3_root.rstrip("/")
+        assert path == f"bronze/binance/{task.key}"
+
+
 def test_dask_executor_runs_tasks_and_shuts_down_like_a_pool(dask_cluster: str) -> None:
     """The Dask adapter runs callables remotely and accepts shutdown(cancel_futures=True)."""
     executor, owner = make_executor("dask", 2, dask_address=dask_cluster)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from crypto_lakehouse.exceptions import StorageError
 from crypto_lakehouse.storage.lake import Lake
 
 if TYPE_CHECKING:
@@ -40,3 +41,16 @@ def test_failed_write_keeps_the_old_object_and_leaves_no_temp_file(
     monkeypatch.undo()
     assert (tmp_path / "bronze" / "object.zip").read_bytes() == b"old"
     assert [p.name for p in (tmp_path / "bronze").iterdir()] == ["object.zip"]
+
+
+def test_open_input_reads_an_object_at_random_on_local_disk_and_s3(lake_root: str) -> None:
+    """Remote workers read bronze zips by seeking in the object; a missing one is a StorageError."""
+    lake = Lake.at(lake_root)
+    lake.put_bytes(b"0123456789", "bronze/object.zip")
+    with lake.open_input("bronze/object.zip") as raw:
+        raw.seek(-4, 2)
+        assert raw.read() == b"6789"
+        raw.seek(2)
+        assert raw.read(3) == b"234"
+    with pytest.raises(StorageError, match=r"bronze/absent\.zip"):
+        lake.open_input("bronze/absent.zip")

@@ -24,6 +24,7 @@ from crypto_lakehouse.pipeline.ingest_run import (
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.results import FileOutcome
 from crypto_lakehouse.sources.binance.archive import Body, Download
+from crypto_lakehouse.storage.bronze import bronze_path
 
 if TYPE_CHECKING:
     from crypto_lakehouse.pipeline.plan import PlannedFile
@@ -66,14 +67,20 @@ def task_for(
     local: Path,
     growing: GrowingSource | None = None,
 ) -> ParseTask:
-    """Describe the parse of one file for a worker."""
+    """Describe the parse of one file for a worker.
+
+    Workers on other hosts cannot read the driver's disk: with an S3 lake they read the zip
+    from its bronze object (stored, verified, before any parse starts) instead of `local`.
+    """
     interval = plan.key.split("/")[-2] if run.dataset.has_interval else None
+    remote = run.remote_workers and run.lake.is_s3 and growing is None
     return ParseTask(
         market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
         symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
-        revision=revision, zip_path=str(local),
+        revision=revision, zip_path="" if remote else str(local),
         staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".arrow")),
         chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started, growing=growing,
+        bronze=(run.lake, bronze_path(plan.key, revision)) if remote else None,
     )  # fmt: skip
 
 

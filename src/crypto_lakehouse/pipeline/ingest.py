@@ -160,6 +160,7 @@ async def ingest(
         started=datetime.now(UTC),
         result=IngestResult(table=dataset.table),
         stream_capable=request.executor != "dask",
+        remote_workers=request.dask_address is not None,
     )
     own_client = client is None
     archive = client or ArchiveClient(settings)

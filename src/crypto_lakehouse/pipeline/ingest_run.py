@@ -95,6 +95,8 @@ class IngestRun:
 
     #: Workers share this host's disk, so a parse may follow a download (not on Dask).
     stream_capable: bool = False
+    #: Workers may run on other hosts (`--dask-address`): tasks name lake objects, not paths.
+    remote_workers: bool = False
     #: Creates missing tables while the downloads run (`prepare_tables`).
     tables_ready: asyncio.Task[None] | None = None
     #: Commits what waits after `commit_interval_seconds` (see `ingest._arm_flush_timer`).

@@ -7,11 +7,12 @@ touches Delta: workers may be separate processes or Dask workers; the committer 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import polars as pl
 import pyarrow as pa
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from crypto_lakehouse.sources.binance.growing import GrowingSource
+    from crypto_lakehouse.storage.lake import Lake
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,10 @@ class ParseTask:
     ingested_at: datetime
     #: Set when the zip is still being downloaded: read it as it grows (`growing`).
     growing: GrowingSource | None = None
+    #: Set for workers on other hosts (`--dask-address` with an S3 lake): read the zip from
+    #: its bronze object in the lake, as (lake, path in it), instead of `zip_path`, a path on
+    #: the driver's disk.
+    bronze: tuple[Lake, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +161,20 @@ class FileParser:
             FormatError: a bad cell, a short line, an epoch unit switch or an out-of-period row.
             TruncatedBodyError: the zip's member is corrupt.
         """
-        if self.task.growing is not None:
-            source = iter_growing_csv_chunks(self.task.growing, self.task.chunk_bytes)
-        else:
-            source = iter_csv_chunks(Path(self.task.zip_path), self.task.chunk_bytes)
-        chunks = prefetch(source)
-        try:
-            yield from self._parse(chunks)
-        finally:
-            chunks.close()  # stops the inflate thread now, not whenever it is collected
+        with contextlib.ExitStack() as stack:
+            if self.task.growing is not None:
+                source = iter_growing_csv_chunks(self.task.growing, self.task.chunk_bytes)
+            elif self.task.bronze is not None:
+                lake, path = self.task.bronze
+                raw = stack.enter_context(lake.open_input(path))
+                source = iter_csv_chunks(cast("BinaryIO", raw), self.task.chunk_bytes)
+            else:
+                source = iter_csv_chunks(Path(self.task.zip_path), self.task.chunk_bytes)
+            chunks = prefetch(source)
+            try:
+                yield from self._parse(chunks)
+            finally:
+                chunks.close()  # stops the inflate thread now, not whenever it is collected
 
     def _parse(self, chunks: Iterator[bytes]) -> Iterator[pl.DataFrame]:
         """Parse chunks into silver frames, tracking lines, units, keys and time span."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from crypto_lakehouse.exceptions import ConfigurationError, StorageError
@@ -132,6 +133,18 @@ class Lake:
         with fs.open_input_stream(f"{base}/{relative}") as source, local.open("wb") as sink:
             shutil.copyfileobj(source, sink, 8 << 20)  # type: ignore[misc]
         return local
+
+    def open_input(self, relative: str) -> pa.NativeFile:
+        """Open an object for random-access reading (ranged GETs on S3, no local copy).
+
+        Raises:
+            StorageError: the object cannot be opened.
+        """
+        fs, base = self.filesystem()
+        try:
+            return fs.open_input_file(f"{base}/{relative}")
+        except OSError as exc:
+            raise StorageError(f"could not open {self.uri_of(relative)}: {exc}") from exc
 
     def exists(self, relative: str) -> bool:
         """Tell whether an object exists."""

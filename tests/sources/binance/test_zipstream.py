@@ -34,6 +34,18 @@ def test_chunks_end_at_newlines_and_rebuild_the_member(tmp_path: Path) -> None:
     assert b"".join(chunks) == body
 
 
+def test_an_open_file_streams_the_same_chunks_and_stays_open(tmp_path: Path) -> None:
+    """A seekable file object (an S3 object opened by a remote worker) reads like the path."""
+    body = kline_csv("2020-01-01").encode()
+    path = tmp_path / "a.zip"
+    path.write_bytes(make_zip("a.csv", body))
+    with path.open("rb") as raw:
+        chunks = list(iter_csv_chunks(raw, 8192))
+        assert not raw.closed  # its owner closes it
+    assert chunks == list(iter_csv_chunks(path, 8192))
+    assert b"".join(chunks) == body
+
+
 def test_macosx_member_is_ignored(tmp_path: Path) -> None:
     """A `__MACOSX/._x.csv` resource fork beside the CSV does not count as a member."""
     body = b"1,2\n"

@@ -7,6 +7,7 @@ import queue
 import struct
 import threading
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -43,21 +44,23 @@ def csv_member(archive: zipfile.ZipFile) -> zipfile.ZipInfo:
     return members[0]
 
 
-def iter_csv_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+def iter_csv_chunks(source: Path | BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     """Yield the CSV member's bytes in chunks of about `chunk_bytes`, each ending at a newline.
 
     Memory stays near `chunk_bytes` whatever the file size. The CRC-32 of the inflated bytes is
     checked at the end, so a corrupt member raises instead of yielding silently short data.
+    `source` is a local path or an open seekable file (e.g. an object in an S3 lake, read by
+    ranged GETs); an open file is left open for its owner to close.
 
     Raises:
         TruncatedBodyError: the zip is not readable or its member is cut short.
         FormatError: no single CSV member.
     """
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
         raise TruncatedBodyError(f"not a complete zip archive: {exc}") from exc
-    with archive, path.open("rb") as raw:
+    with archive, source.open("rb") if isinstance(source, Path) else nullcontext(source) as raw:
         info = csv_member(archive)
         yield from _line_chunks(_inflate(raw, info, max(chunk_bytes // 4, 4096)), chunk_bytes)
 
