@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import zipfile
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pytest
 
+from crypto_lakehouse.exceptions import StorageError
 from crypto_lakehouse.pipeline import direct
 from crypto_lakehouse.pipeline.direct import split_days, write_tick_files
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
@@ -111,6 +113,36 @@ def test_lake_refusing_a_worker_write_fails_the_file_not_the_run(
     again = asyncio.run(ingest(REQUEST, settings_for(root)))
     assert [f.outcome for f in again.files] == ["loaded"]
     assert _counts(root) == (105_280, 105_280, 1)
+
+
+def test_a_bronze_object_the_worker_cannot_read_fails_the_file_not_the_run(
+    tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote worker's task names a bronze object; unreadable, it is the file's outcome."""
+    from crypto_lakehouse.pipeline import file_steps
+
+    lake = Lake.at(str(tmp_path / "lake"))
+    task = replace(
+        _monthly_agg_trades(tmp_path, days=1, rows_per_day=10),
+        zip_path="", bronze=(lake, "bronze/binance/absent.zip"),
+    )  # fmt: skip
+    with pytest.raises(StorageError, match=r"bronze/binance/absent\.zip") as caught:
+        write_tick_files(task, lake.table_uri("silver", "um_agg_trades"), {})
+    assert not (tmp_path / "lake" / "silver").exists()  # nothing half-written
+
+    def unreadable(*args: object) -> object:
+        raise caught.value
+
+    real = file_steps.write_tick_files
+    monkeypatch.setattr(file_steps, "write_tick_files", unreadable)
+    root = str(tmp_path / "run")
+    result = asyncio.run(ingest(REQUEST, settings_for(root)))
+    assert [(f.outcome, "absent.zip" in (f.reason or "")) for f in result.files] == [
+        ("failed", True)
+    ]
+    monkeypatch.setattr(file_steps, "write_tick_files", real)
+    again = asyncio.run(ingest(REQUEST, settings_for(root)))
+    assert [f.outcome for f in again.files] == ["loaded"]
 
 
 def _monthly_agg_trades(tmp_path: Path, days: int, rows_per_day: int) -> ParseTask:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,11 @@ def silver_rows(root: str, market: str, data_type: str) -> pl.DataFrame:
     return frame.drop("_ingested_at").sort(list(dataset.primary_key))
 
 
+def on_dask(request: IngestRequest, address: str) -> IngestRequest:
+    """Return the same request, run on the Dask cluster at `address`."""
+    return replace(request, executor="dask", dask_address=address)
+
+
 @pytest.fixture(scope="module")
 def dask_cluster() -> Iterator[str]:
     """Start a LocalCluster of 2 worker processes (1 thread each); yield its address."""
@@ -62,11 +68,9 @@ def test_dask_workers_build_the_same_silver_tables_as_threads(
     local_root, dask_root = str(tmp_path / "threads"), str(tmp_path / "dask")
     for request in REQUESTS:
         threads = asyncio.run(ingest(request, settings_for(local_root, workers=2)))
-        on_dask = IngestRequest(
-            request.market, request.data_type, request.symbols, request.interval,
-            request.start, request.end, executor="dask", dask_address=dask_cluster,
-        )  # fmt: skip
-        remote = asyncio.run(ingest(on_dask, settings_for(dask_root, workers=2)))
+        remote = asyncio.run(
+            ingest(on_dask(request, dask_cluster), settings_for(dask_root, workers=2))
+        )
         assert threads.ok and remote.ok
         assert threads.rows_loaded == remote.rows_loaded > 0
         assert sorted(f.key for f in remote.loaded) == sorted(f.key for f in threads.loaded)
@@ -103,11 +107,9 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
     local_root = str(tmp_path / "threads")
     for request in REQUESTS:  # bars and funding rates (batched small files), a tick table
         threads = asyncio.run(ingest(request, settings_for(local_root, workers=2)))
-        on_dask = IngestRequest(
-            request.market, request.data_type, request.symbols, request.interval,
-            request.start, request.end, executor="dask", dask_address=dask_cluster,
-        )  # fmt: skip
-        remote = asyncio.run(ingest(on_dask, settings_for(s3_root, workers=2)))
+        remote = asyncio.run(
+            ingest(on_dask(request, dask_cluster), settings_for(s3_root, workers=2))
+        )
         assert threads.ok and remote.ok, remote.failed
         assert remote.rows_loaded == threads.rows_loaded > 0
         expected = silver_rows(local_root, request.market, request.data_type)

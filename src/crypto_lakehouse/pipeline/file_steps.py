@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from crypto_lakehouse.exceptions import FormatError, IntegrityError
+from crypto_lakehouse.exceptions import FormatError, IntegrityError, StorageError
 from crypto_lakehouse.pipeline import silver
 from crypto_lakehouse.pipeline.direct import write_tick_files
 from crypto_lakehouse.pipeline.ingest_run import (
@@ -112,7 +112,7 @@ async def parse_file(
 
 
 #: What a worker's parse of one verified file may fail with (see `record_parse_failure`).
-PARSE_FAILURES = (FormatError, IntegrityError, OSError)
+PARSE_FAILURES = (FormatError, IntegrityError, OSError, StorageError)
 
 
 def record_parse_failure(
@@ -120,16 +120,17 @@ def record_parse_failure(
     plan: PlannedFile,
     entry: ManifestEntry,
     previous: ManifestEntry | None,
-    exc: FormatError | IntegrityError | OSError,
+    exc: FormatError | IntegrityError | OSError | StorageError,
 ) -> None:
-    """Quarantine a file whose rows are bad; fail one whose silver files the lake refused.
+    """Quarantine a file whose rows are bad; fail one the lake would not serve or take.
 
-    A refused write (an OSError from the worker) is retried on the next run.
+    A lake error in the worker (its bronze object unreadable, its silver files refused) is
+    retried on the next run.
     """
     if isinstance(exc, (FormatError, IntegrityError)):
         quarantine_parsed(run, plan, entry, previous, exc)
     else:
-        record_failure(run, plan, "failed", f"could not write silver files: {exc}")
+        record_failure(run, plan, "failed", f"lake error while parsing: {exc}")
 
 
 def quarantine_parsed(

@@ -68,7 +68,7 @@ def _bodies(
     headers: list[str | None] = []
     sizes: list[int] = []
     for task, data in zip(tasks, zips, strict=True):
-        raw = read_csv_member(data if data is not None else _zip_bytes(task))
+        raw = read_csv_member(data if data is not None else _zip_source(task))
         header, body = split_header(raw)
         if body and body[-1:] != b"\n":
             body += b"\n"  # joined, a last line without its newline would merge with the next
@@ -78,7 +78,7 @@ def _bodies(
     return bodies, headers, sizes
 
 
-def _zip_bytes(task: ParseTask) -> bytes | Path:
+def _zip_source(task: ParseTask) -> bytes | Path:
     """Return where a small zip not handed over in memory is read: its bronze object, or a path."""
     if task.bronze is None:
         return Path(task.zip_path)
