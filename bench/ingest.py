@@ -270,7 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the chosen scenarios; write bench/results/ingest[-<scenario>]-<date>.json."""
+    """Run the chosen scenarios; write bench/results/ingest[-<scenario>][-profile]-<date>.json."""
     args = parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     executors = [e.strip() for e in args.executors.split(",") if e.strip()]
@@ -290,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario in ("small", "all"):
             report["scenarios"]["small"] = run_small(args, executors)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # A one-scenario run gets its own name: it must not replace the day's full report.
+    # A one-scenario run gets its own name: it must not replace the day's full report; nor
+    # may a profiling run (its timings carry the profiler) replace a measured one.
     part = "" if args.scenario == "all" else f"{args.scenario}-"
+    part += "profile-" if args.profile else ""
     out = args.out or RESULTS / f"ingest-{part}{datetime.now(UTC).date().isoformat()}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nresults written to {out}")
