@@ -92,26 +92,38 @@ def test_split_days_slices_ordered_chunks() -> None:
     }
 
 
-def test_lake_refusing_a_worker_write_fails_the_file_not_the_run(
-    tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+def _fails_then_loads(
+    root: str,
+    settings_for: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    reason_part: str,
 ) -> None:
-    """An OSError from the worker's Parquet write is the file's outcome; a re-run loads it."""
+    """Ingest with the worker's tick write raising `error`: the file fails, naming it; a
+    re-run with the real worker loads it."""
     from crypto_lakehouse.pipeline import file_steps
 
+    def failing(*args: object) -> object:
+        raise error
+
     real = file_steps.write_tick_files
-
-    def refuse(*args: object) -> object:
-        raise OSError("When uploading part for key 'silver/...': AWS Error SLOW_DOWN")
-
-    monkeypatch.setattr(file_steps, "write_tick_files", refuse)
-    root = str(tmp_path / "lake")
+    monkeypatch.setattr(file_steps, "write_tick_files", failing)
     result = asyncio.run(ingest(REQUEST, settings_for(root)))
-    assert [(f.outcome, "SLOW_DOWN" in (f.reason or "")) for f in result.files] == [
+    assert [(f.outcome, reason_part in (f.reason or "")) for f in result.files] == [
         ("failed", True)
     ]
     monkeypatch.setattr(file_steps, "write_tick_files", real)
     again = asyncio.run(ingest(REQUEST, settings_for(root)))
     assert [f.outcome for f in again.files] == ["loaded"]
+
+
+def test_lake_refusing_a_worker_write_fails_the_file_not_the_run(
+    tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError from the worker's Parquet write is the file's outcome; a re-run loads it."""
+    root = str(tmp_path / "lake")
+    refused = OSError("When uploading part for key 'silver/...': AWS Error SLOW_DOWN")
+    _fails_then_loads(root, settings_for, monkeypatch, refused, "SLOW_DOWN")
     assert _counts(root) == (105_280, 105_280, 1)
 
 
@@ -119,8 +131,6 @@ def test_a_bronze_object_the_worker_cannot_read_fails_the_file_not_the_run(
     tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A remote worker's task names a bronze object; unreadable, it is the file's outcome."""
-    from crypto_lakehouse.pipeline import file_steps
-
     lake = Lake.at(str(tmp_path / "lake"))
     task = replace(
         _monthly_agg_trades(tmp_path, days=1, rows_per_day=10),
@@ -129,20 +139,7 @@ def test_a_bronze_object_the_worker_cannot_read_fails_the_file_not_the_run(
     with pytest.raises(StorageError, match=r"bronze/binance/absent\.zip") as caught:
         write_tick_files(task, lake.table_uri("silver", "um_agg_trades"), {})
     assert not (tmp_path / "lake" / "silver").exists()  # nothing half-written
-
-    def unreadable(*args: object) -> object:
-        raise caught.value
-
-    real = file_steps.write_tick_files
-    monkeypatch.setattr(file_steps, "write_tick_files", unreadable)
-    root = str(tmp_path / "run")
-    result = asyncio.run(ingest(REQUEST, settings_for(root)))
-    assert [(f.outcome, "absent.zip" in (f.reason or "")) for f in result.files] == [
-        ("failed", True)
-    ]
-    monkeypatch.setattr(file_steps, "write_tick_files", real)
-    again = asyncio.run(ingest(REQUEST, settings_for(root)))
-    assert [f.outcome for f in again.files] == ["loaded"]
+    _fails_then_loads(str(tmp_path / "run"), settings_for, monkeypatch, caught.value, "absent.zip")
 
 
 def _monthly_agg_trades(tmp_path: Path, days: int, rows_per_day: int) -> ParseTask:
