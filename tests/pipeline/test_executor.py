@@ -12,7 +12,7 @@ import pytest
 
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.pipeline import parse as parse_module
-from crypto_lakehouse.pipeline import silver
+from crypto_lakehouse.pipeline import silver, small_files, staging
 from crypto_lakehouse.pipeline.executor import DaskExecutor, make_executor
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
@@ -81,20 +81,9 @@ def test_dask_workers_build_the_same_silver_tables_as_threads(
         assert got.equals(expected), f"{request.market} {request.data_type} differs on Dask"
 
 
-@pytest.mark.s3
-def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
-    tmp_path: Path,
-    s3_root: str,
-    settings_for: Callable[..., Settings],
-    dask_cluster: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With --dask-address and an S3 lake, tasks name bronze objects; the tables still match.
-
-    Workers on other hosts cannot open the driver's temp folder, so every task sent must carry
-    no local zip path (an empty `zip_path` would fail the parse), and the rows must equal a
-    local thread pool's.
-    """
+@pytest.fixture
+def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> list[ParseTask]:
+    """Record every parse task sent to Dask (alone, or inside a batch of small files)."""
     sent: list[ParseTask] = []
     submit = DaskExecutor.submit
 
@@ -104,6 +93,34 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
         return submit(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(DaskExecutor, "submit", recording_submit)
+    return sent
+
+
+def assert_names_no_driver_path(task: ParseTask, lake_root: str) -> None:
+    """Assert a task reads its zip from bronze and stages its rows in the lake."""
+    assert task.zip_path == ""
+    assert task.bronze is not None
+    lake, path = task.bronze
+    assert lake.uri == lake_root.rstrip("/")
+    assert path == f"bronze/binance/{task.key}"
+    assert task.stage_lake is not None and task.stage_lake.uri == lake.uri
+    assert task.staged_path.startswith(f"{staging.STAGING}/")
+
+
+@pytest.mark.s3
+def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
+    tmp_path: Path,
+    s3_root: str,
+    settings_for: Callable[..., Settings],
+    dask_cluster: str,
+    sent_tasks: list[ParseTask],
+) -> None:
+    """With --dask-address and an S3 lake, tasks name bronze objects; the tables still match.
+
+    Workers on other hosts cannot open the driver's temp folder, so every task sent must carry
+    no local zip path (an empty `zip_path` would fail the parse), and the rows must equal a
+    local thread pool's.
+    """
     local_root = str(tmp_path / "threads")
     for request in REQUESTS:  # bars and funding rates (batched small files), a tick table
         threads = asyncio.run(ingest(request, settings_for(local_root, workers=2)))
@@ -115,14 +132,48 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
         expected = silver_rows(local_root, request.market, request.data_type)
         got = silver_rows(s3_root, request.market, request.data_type)
         assert got.equals(expected), f"{request.market} {request.data_type} differs"
-    tick_tasks = [t for t in sent if t.data_type == "aggTrades"]
-    assert tick_tasks and sent
-    for task in sent:
-        assert task.zip_path == ""
-        assert task.bronze is not None
-        lake, path = task.bronze
-        assert lake.uri == s3_root.rstrip("/")
-        assert path == f"bronze/binance/{task.key}"
+    tick_tasks = [t for t in sent_tasks if t.data_type == "aggTrades"]
+    assert tick_tasks and sent_tasks
+    for task in sent_tasks:
+        assert_names_no_driver_path(task, s3_root)
+
+
+@pytest.mark.s3
+def test_dask_workers_stage_per_file_parses_in_the_lake_and_the_run_clears_them(
+    tmp_path: Path,
+    s3_root: str,
+    settings_for: Callable[..., Settings],
+    dask_cluster: str,
+    sent_tasks: list[ParseTask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Non-tick files parsed one by one (large bar files) stage under `_staging/` in the lake.
+
+    The driver commits from there, so the rows equal a thread run's without a shared folder,
+    and the run deletes its staging prefix when it ends.
+    """
+    monkeypatch.setattr(small_files, "SMALL_FILE_BYTES", 0)  # every file takes the per-file path
+    staged_in_lake: list[bool] = []
+    remove = staging.remove
+
+    def checking_remove(task: ParseTask) -> None:
+        if task.stage_lake is not None:
+            staged_in_lake.append(task.stage_lake.exists(task.staged_path))
+        remove(task)
+
+    monkeypatch.setattr(staging, "remove", checking_remove)
+    request = REQUESTS[0]
+    local_root = str(tmp_path / "threads")
+    threads = asyncio.run(ingest(request, settings_for(local_root, workers=2)))
+    remote = asyncio.run(ingest(on_dask(request, dask_cluster), settings_for(s3_root, workers=2)))
+    assert threads.ok and remote.ok, remote.failed
+    assert len(sent_tasks) == len(remote.loaded) == 3
+    for task in sent_tasks:
+        assert_names_no_driver_path(task, s3_root)
+    assert staged_in_lake == [True] * 3  # the driver committed them from the lake
+    got = silver_rows(s3_root, request.market, request.data_type)
+    assert got.equals(silver_rows(local_root, request.market, request.data_type))
+    assert Lake.at(s3_root).list_dirs(staging.STAGING) == []
 
 
 def test_dask_executor_runs_tasks_and_shuts_down_like_a_pool(dask_cluster: str) -> None:

@@ -27,6 +27,7 @@ from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
 from crypto_lakehouse.datasets import get_dataset
+from crypto_lakehouse.pipeline import staging
 from crypto_lakehouse.pipeline.silver import (
     SILVER,
     TARGET_FILE_SIZE,
@@ -139,10 +140,7 @@ def _replace(
     schema = silver_arrow_schema(dataset)
     fs, base = lake.filesystem()
     table_base = f"{base}/{SILVER}/{dataset.table}"
-    staged = list(
-        dict.fromkeys(p.task.staged_path for p, w in zip(parsed, writes, strict=True)
-                      if w is None and p.rows)
-    )  # fmt: skip
+    staged = [p.task for p, w in zip(parsed, writes, strict=True) if w is None and p.rows]
     predicate = " OR ".join(file_predicate(p) for p in parsed)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -151,8 +149,8 @@ def _replace(
             for name, value in data_file.partition_values.items():
                 table = table.append_column(name, pa.array([value] * table.num_rows))
             yield from table.select(schema.names).cast(schema).to_batches()
-        for path in staged:
-            yield from pads.dataset(path, format="ipc").to_table().cast(schema).to_batches()
+        for batch in staging.batches(staged):
+            yield batch.cast(schema)
 
     return tables.replace_where(
         lake,

@@ -69,18 +69,22 @@ def task_for(
 ) -> ParseTask:
     """Describe the parse of one file for a worker.
 
-    Workers on other hosts cannot read the driver's disk: with an S3 lake they read the zip
-    from its bronze object (stored, verified, before any parse starts) instead of `local`.
+    Workers on other hosts cannot read the driver's disk: they read the zip from its bronze
+    object (stored, verified, before any parse starts) instead of `local`, and stage their rows
+    under the run's prefix in the lake (`staging`) instead of the driver's temp folder.
     """
     interval = plan.key.split("/")[-2] if run.dataset.has_interval else None
-    remote = run.remote_workers and run.lake.is_s3 and growing is None
+    remote = run.remote_workers and growing is None
+    staged_name = plan.key.replace("/", "_") + ".arrow"
     return ParseTask(
         market=run.dataset.market, data_type=run.dataset.data_type, key=plan.key,
         symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
         revision=revision, zip_path="" if remote else str(local),
-        staged_path=str(run.workdir / "stage" / (plan.key.replace("/", "_") + ".arrow")),
+        staged_path=f"{run.stage_prefix}/{staged_name}" if remote
+        else str(run.workdir / "stage" / staged_name),
         chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started, growing=growing,
         bronze=(run.lake, bronze_path(plan.key, revision)) if remote else None,
+        stage_lake=run.lake if remote else None,
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,12 +22,13 @@ from crypto_lakehouse.datasets import Dataset, get_dataset
 from crypto_lakehouse.exceptions import (
     ConfigurationError,
     IntegrityError,
+    LakehouseError,
     NotFoundUpstreamError,
     SourceError,
     StorageError,
 )
 from crypto_lakehouse.ops.heap import frozen_heap
-from crypto_lakehouse.pipeline import silver
+from crypto_lakehouse.pipeline import silver, staging
 from crypto_lakehouse.pipeline.executor import (
     ExecutorKind,
     close_owner,
@@ -147,6 +148,8 @@ async def ingest(
         request.executor, settings.workers, dask_address=request.dask_address
     )
     workdir = Path(tempfile.mkdtemp(prefix="lakehouse-ingest-"))
+    started = datetime.now(UTC)
+    remote = request.dask_address is not None
     run = IngestRun(
         lake=lake,
         dataset=dataset,
@@ -157,10 +160,11 @@ async def ingest(
         download_slots=asyncio.Semaphore(settings.download_concurrency),
         progress=progress or NullProgress(),
         workdir=workdir,
-        started=datetime.now(UTC),
+        started=started,
         result=IngestResult(table=dataset.table),
         stream_capable=request.executor != "dask",
-        remote_workers=request.dask_address is not None,
+        remote_workers=remote,
+        stage_prefix=staging.new_run_prefix(started) if remote else "",
     )
     own_client = client is None
     archive = client or ArchiveClient(settings)
@@ -177,7 +181,25 @@ async def ingest(
         executor.shutdown(wait=True, cancel_futures=True)
         close_owner(owner)
         shutil.rmtree(workdir, ignore_errors=True)
+        if remote:
+            await asyncio.to_thread(_clear_staging, run)
     return run.result
+
+
+def _clear_staging(run: IngestRun) -> None:
+    """Delete the run's staging prefix and those of crashed runs; a failure only warns.
+
+    Nothing references staged files once their commits are done, so leftovers cost space, not
+    correctness: a week-old prefix is a crashed run's (no run lasts that long).
+    """
+    try:
+        staging.remove_prefix(run.lake, run.stage_prefix)
+        swept = staging.sweep_stale(run.lake, run.started, older_than=timedelta(days=7))
+    except (OSError, LakehouseError) as exc:
+        log.warning("staging_cleanup_failed", prefix=run.stage_prefix, error=str(exc)[:200])
+        return
+    if swept:
+        log.info("staging_swept", prefixes=swept)
 
 
 def _within_memory_budget(settings: Settings, request: IngestRequest) -> Settings:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
 from crypto_lakehouse.exceptions import ChecksumMismatchError, LakehouseError
-from crypto_lakehouse.pipeline import silver
+from crypto_lakehouse.pipeline import silver, staging
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
 from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
@@ -25,6 +24,7 @@ from crypto_lakehouse.storage.bronze import ManifestEntry, Status, quarantine_pa
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
+    from pathlib import Path
 
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.datasets import Dataset
@@ -97,6 +97,8 @@ class IngestRun:
     stream_capable: bool = False
     #: Workers may run on other hosts (`--dask-address`): tasks name lake objects, not paths.
     remote_workers: bool = False
+    #: Where those workers stage their rows in the lake: `_staging/<run>` (`staging`).
+    stage_prefix: str = ""
     #: Creates missing tables while the downloads run (`prepare_tables`).
     tables_ready: asyncio.Task[None] | None = None
     #: Commits what waits after `commit_interval_seconds` (see `ingest._arm_flush_timer`).
@@ -138,7 +140,7 @@ async def commit_pending(run: IngestRun, *, force: bool) -> None:
                 if superseded is not None:
                     run.pending_events.append(superseded)
                 record_loaded(run, parsed, entry, version)
-                Path(parsed.task.staged_path).unlink(missing_ok=True)
+                staging.remove(parsed.task)
             log.info("silver_committed", table=run.dataset.table, files=len(batch),
                      version=version)  # fmt: skip
         if run.pending_events and (force or not run.parsed):

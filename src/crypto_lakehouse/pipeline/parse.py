@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from crypto_lakehouse.datasets import TIMESTAMP, Dataset, get_dataset
 from crypto_lakehouse.exceptions import FormatError
+from crypto_lakehouse.pipeline import staging
 from crypto_lakehouse.sources.binance.formats import TimeUnit, parse_chunk, split_header
 from crypto_lakehouse.sources.binance.zipstream import (
     iter_csv_chunks,
@@ -55,6 +56,9 @@ class ParseTask:
     #: its bronze object in the lake, as (lake, path in it), instead of `zip_path`, a path on
     #: the driver's disk.
     bronze: tuple[Lake, str] | None = None
+    #: Set for the same workers: `staged_path` is then a path in this lake (`staging`), which
+    #: the driver reads back, instead of a path on the driver's disk.
+    stage_lake: Lake | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,51 +235,67 @@ class FileParser:
 
 
 def parse_to_stage(task: ParseTask) -> ParsedFile:
-    """Parse one zip into `task.staged_path` (Arrow IPC) and return what was learned.
+    """Parse one zip into its staged file (Arrow IPC, see `staging`); return what was learned.
 
     Raises:
         FormatError: a bad cell, a short line, an epoch unit switch or an out-of-period row;
             the staged file is removed so nothing half-written survives.
         TruncatedBodyError: the zip's member is corrupt.
+        StorageError: the staged file could not be written (a lake stage).
     """
-    staged = Path(task.staged_path)
-    staged.parent.mkdir(parents=True, exist_ok=True)
     parser = FileParser(task)
+    sink: pa.NativeFile | None = None
     writer: pa.ipc.RecordBatchFileWriter | None = None
     try:
         for silver in parser.frames():
             table = silver.to_arrow()
             if writer is None:
-                writer = pa.ipc.new_file(str(staged), table.schema)
+                sink = staging.open_sink(task)
+                writer = pa.ipc.new_file(sink, table.schema)
             writer.write_table(table)
-    except BaseException:
-        if writer is not None:
+        if writer is not None and sink is not None:
             writer.close()
-        staged.unlink(missing_ok=True)
+            sink.close()
+    except BaseException:
+        _discard(task, writer, sink)
         raise
-    if writer is not None:
-        writer.close()
     result = parser.result()
     if writer is not None and parser.needs_file_dedupe:
         result = _dedupe_staged(result, parser.dataset)
     return result
 
 
+def _discard(
+    task: ParseTask, writer: pa.ipc.RecordBatchFileWriter | None, sink: pa.NativeFile | None
+) -> None:
+    """Close and delete a half-written staged file (nothing half-written may survive)."""
+    if sink is None:
+        return
+    with contextlib.suppress(Exception):
+        if writer is not None:
+            writer.close()
+        sink.close()
+    with contextlib.suppress(OSError):
+        staging.remove(task)
+
+
 def _dedupe_staged(result: ParsedFile, dataset: Dataset) -> ParsedFile:
     """De-duplicate a staged file over all its chunks (small tables only reach this)."""
-    path = result.task.staged_path
-    with pa.memory_map(path) as source:
-        table = pa.ipc.open_file(source).read_all()
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(staging.read_table(result.task))
     assert isinstance(frame, pl.DataFrame)
     unique = frame.unique(subset=list(dataset.primary_key), keep="first", maintain_order=True)
     if unique.height == frame.height:
         return result
     arrow = unique.to_arrow()
-    tmp = Path(path).with_suffix(".dedupe")
-    with pa.ipc.new_file(str(tmp), arrow.schema) as writer:
-        writer.write_table(arrow)
-    tmp.replace(path)
+    if result.task.stage_lake is None:
+        path = result.task.staged_path
+        tmp = Path(path).with_suffix(".dedupe")
+        with pa.ipc.new_file(str(tmp), arrow.schema) as writer:
+            writer.write_table(arrow)
+        tmp.replace(path)
+    else:  # an S3 object is replaced whole when its new version is closed
+        with staging.open_sink(result.task) as sink, pa.ipc.new_file(sink, arrow.schema) as out:
+            out.write_table(arrow)
     dropped = frame.height - unique.height
     return replace(result, rows=unique.height, duplicates=result.duplicates + dropped)
 

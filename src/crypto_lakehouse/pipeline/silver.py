@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from crypto_lakehouse.datasets import get_dataset
+from crypto_lakehouse.pipeline import staging
 from crypto_lakehouse.storage import tables
 from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
 
@@ -60,14 +60,13 @@ def commit_files(lake: Lake, files: Sequence[ParsedFile]) -> int:
         raise ValueError("commit_files needs at least one file")
     dataset = get_dataset(files[0].task.market, files[0].task.data_type)
     schema = silver_arrow_schema(dataset)
-    staged = list(dict.fromkeys(p.task.staged_path for p in files if p.rows))  # batches share
+    staged = [p.task for p in files if p.rows]
     predicate = " OR ".join(file_predicate(p) for p in files)
 
     def make_data() -> pa.RecordBatchReader:
         if not staged:
             return pa.RecordBatchReader.from_batches(schema, iter(()))
-        scanner = pads.dataset(staged, format="ipc").scanner(batch_size=1 << 17)
-        return scanner.to_reader()
+        return staging.dataset(staged).scanner(batch_size=1 << 17).to_reader()
 
     return tables.replace_where(
         lake,

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
+from crypto_lakehouse.pipeline import staging
 from crypto_lakehouse.pipeline.live_results import SUPERSESSION_KINDS, SupersessionSummary
 from crypto_lakehouse.pipeline.parse import period_bounds
 from crypto_lakehouse.pipeline.provisional import SILVER, Span, TableSpec, read_span, spans_of
@@ -372,7 +373,9 @@ def _archive_rows(
 ) -> pl.DataFrame:
     """Read a parsed file's rows from its staged IPC file or the uncommitted Parquet files."""
     if write is None:
-        return pl.read_ipc(parsed.task.staged_path)
+        frame = pl.from_arrow(staging.read_table(parsed.task))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
     fs, base = lake.filesystem()
     schema = dataset.silver_schema()
     frames = []

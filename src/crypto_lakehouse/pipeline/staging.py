@@ -1,0 +1,120 @@
+"""Where a parse stages its silver rows (Arrow IPC) until the driver commits them.
+
+On one host the staged file sits in the run's temp folder. Workers on other hosts
+(`--dask-address` with an S3 lake) cannot write where the driver reads, so their tasks stage
+under the lake instead, at `_staging/<run-id>/`, which every worker and the driver can reach:
+no shared mount needed. The run deletes its prefix when it ends; a crashed run's leftovers are
+never referenced by a table, and `sweep_stale` removes prefixes older than a day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from crypto_lakehouse.exceptions import StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from crypto_lakehouse.pipeline.parse import ParseTask
+    from crypto_lakehouse.storage.lake import Lake
+
+#: Lake folder of staged rows of runs whose workers are on other hosts.
+STAGING = "_staging"
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def new_run_prefix(now: datetime) -> str:
+    """Return a fresh run's staging prefix in the lake: `_staging/<utc stamp>-<random>`."""
+    return f"{STAGING}/{now.astimezone(UTC).strftime(_STAMP)}-{uuid.uuid4().hex[:12]}"
+
+
+def location(task: ParseTask) -> tuple[pafs.FileSystem, str]:
+    """Return the filesystem and path of a task's staged file."""
+    if task.stage_lake is None:
+        return pafs.LocalFileSystem(), task.staged_path
+    fs, base = task.stage_lake.filesystem()
+    return fs, f"{base}/{task.staged_path}"
+
+
+def open_sink(task: ParseTask) -> pa.NativeFile:
+    """Open the task's staged file for writing (S3: one object, visible once closed).
+
+    Raises:
+        StorageError: the lake refused the write.
+    """
+    fs, path = location(task)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):  # S3 has no folders to create
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return fs.open_output_stream(path)
+    except OSError as exc:
+        raise StorageError(f"could not stage {path}: {exc}") from exc
+
+
+def read_table(task: ParseTask) -> pa.Table:
+    """Read a task's staged rows whole (memory-mapped on local disk)."""
+    if task.stage_lake is None:
+        with pa.memory_map(task.staged_path) as source:
+            return pa.ipc.open_file(source).read_all()
+    fs, path = location(task)
+    with fs.open_input_file(path) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def dataset(tasks: Sequence[ParseTask]) -> pads.Dataset:
+    """Return one Arrow dataset over the staged files of tasks (one per path, in order)."""
+    unique = list({task.staged_path: task for task in tasks}.values())
+    fs, _ = location(unique[0])
+    return pads.dataset([location(t)[1] for t in unique], format="ipc", filesystem=fs)
+
+
+def batches(tasks: Sequence[ParseTask], batch_size: int = 1 << 17) -> Iterator[pa.RecordBatch]:
+    """Yield the staged rows of tasks in batches, reading ahead as a dataset scan does."""
+    if tasks:
+        yield from dataset(tasks).to_batches(batch_size=batch_size)
+
+
+def remove(task: ParseTask) -> None:
+    """Delete a task's staged file; a missing one is fine."""
+    fs, path = location(task)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(path)
+
+
+def remove_prefix(lake: Lake, prefix: str) -> None:
+    """Delete a run's staging prefix in the lake, when it has one."""
+    fs, base = lake.filesystem()
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_dir(f"{base}/{prefix}")
+
+
+def sweep_stale(lake: Lake, now: datetime, older_than: timedelta = timedelta(days=1)) -> list[str]:
+    """Delete the staging prefixes of runs started before `now - older_than`; return them.
+
+    A run that crashed left its prefix behind; nothing references it. A prefix whose name is
+    not a run stamp is left alone.
+    """
+    removed: list[str] = []
+    cutoff = now - older_than
+    for name in lake.list_dirs(STAGING):
+        try:
+            started = datetime.strptime(name.split("-", 1)[0], _STAMP).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if started < cutoff:
+            prefix = f"{STAGING}/{name}"
+            try:
+                remove_prefix(lake, prefix)
+            except OSError as exc:
+                raise StorageError(f"could not delete {lake.uri_of(prefix)}: {exc}") from exc
+            removed.append(name)
+    return removed
