@@ -1,8 +1,24 @@
-"""Local stand-in for data.binance.vision: archive downloads, S3 v1 listing and fault injection."""
+"""Local stand-in for data.binance.vision: archive downloads, S3 v1 listing and fault injection.
+
+It serves on aiohttp.web, on its own event loop in a daemon thread, rather than on the
+stdlib's ThreadingHTTPServer: `bench/ingest.py --scenario small` runs this stand-in on the same
+2 cores as the ingest it measures, so every millisecond of CPU it spends per request is taken
+from the thing measured (the real CDN costs us no cores). Fetching the 600 files of
+bench/work/small-3x100 (8 concurrent keep-alive connections, ETags warmed, median of 12 runs
+on the 2-core VM) cost the stdlib server 0.52 s of CPU (0.87 ms a request), 0.27 s once
+warm_etags also loads small objects into memory (it used to hash them only, so every first
+GET read and hashed its file again); this server costs 0.22 s (0.37 ms a request), against
+0.18 s for a bare aiohttp.web app answering the same bytes from a dict. Small objects are
+served from memory, the request path is resolved with plain string work, and big files
+(> CHUNK_SIZE) go from disk to the socket with os.sendfile. Hashing a file on an ETag miss
+and walking the tree for a listing run in the loop's executor, and a delay fault awaits,
+so that one slow request never holds up the others.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import email.utils
 import hashlib
@@ -10,17 +26,17 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from aiohttp import web
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,6 +46,13 @@ BUCKET = "data.binance.vision"
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 LISTING = "listing"
 CHUNK_SIZE = 256 * 1024
+_BUCKET_PATH = f"/{BUCKET}"
+_SERVER = "AmazonS3"
+# The listen backlog: a small one drops SYNs when a client opens many connections at once
+# (a 1 s retransmit each); CloudFront does not.
+_BACKLOG = 128
+# How long stop() lets requests in flight finish before cutting their connections.
+_SHUTDOWN_TIMEOUT = 0.25
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _HTML_PAGE = (
     b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body>"
@@ -39,6 +62,7 @@ _S3_CODES = {
     400: "InvalidArgument",
     403: "AccessDenied",
     404: "NoSuchKey",
+    405: "MethodNotAllowed",
     500: "InternalError",
     503: "SlowDown",
 }
@@ -134,11 +158,11 @@ class _EtagCache:
         """Start empty."""
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, int, int, int], str] = {}
-        self._bodies: dict[tuple[str, int, int, int], tuple[str, bytes]] = {}
+        self._bodies: dict[tuple[str, int, int, int], tuple[str, bytes, str]] = {}
 
-    def etag(self, path: Path, fh: BinaryIO, st: os.stat_result) -> str:
+    def etag(self, path: str | Path, fh: BinaryIO, st: os.stat_result) -> str:
         """Return the ETag of the open file fh, hashing it (and rewinding) on a miss."""
-        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        key = (os.fspath(path), st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None:
@@ -158,27 +182,34 @@ class _EtagCache:
             st = os.fstat(fh.fileno())
             return self.etag(path, fh, st), st
 
-    def small_object(self, path: Path, st: os.stat_result) -> tuple[str, bytes, os.stat_result]:
-        """Return (ETag, bytes, stat) of a file of at most CHUNK_SIZE bytes, from memory.
+    def small_object(
+        self, path: str | Path, st: os.stat_result
+    ) -> tuple[str, bytes, str, os.stat_result]:
+        """Return (ETag, bytes, Last-Modified, stat) of a file of at most CHUNK_SIZE bytes.
 
         Daily zips and CHECKSUMs are served thousands of times a run; keeping them in memory
         (keyed like the ETags, so a rewritten file is read again) spares an open and a read
         per request.
         """
-        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        name = os.fspath(path)
+        key = (name, st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             cached = self._bodies.get(key)
         if cached is not None:
-            return cached[0], cached[1], st
-        with path.open("rb") as fh:
+            return cached[0], cached[1], cached[2], st
+        with open(name, "rb") as fh:  # a str path: pathlib costs per request
             st = os.fstat(fh.fileno())
             data = fh.read()
-        etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
-        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        key = (name, st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            etag = self._cache.get(key)
+        if etag is None or len(data) != st.st_size:
+            etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+        last_modified = _http_date(st.st_mtime)
         with self._lock:
             self._cache[key] = etag
-            self._bodies[key] = (etag, data)
-        return etag, data, st
+            self._bodies[key] = (etag, data, last_modified)
+        return etag, data, last_modified, st
 
 
 @dataclass(frozen=True)
@@ -236,13 +267,18 @@ def _error_xml(code: int, message: str, key: str = "") -> bytes:
     ).encode()
 
 
-def _regular_file_stat(path: Path) -> os.stat_result | None:
+def _regular_file_stat(path: str | Path) -> os.stat_result | None:
     """Return the stat of a regular file, or None when there is none at `path`."""
     try:
-        st = path.stat()
-    except OSError:
+        st = os.stat(path)  # a str path: pathlib costs per request
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         return None
     return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _http_date(mtime: float) -> str:
+    """Format an mtime as an HTTP date, for Last-Modified."""
+    return email.utils.formatdate(mtime, usegmt=True)
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -251,101 +287,71 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that carries a reference to its ArchiveServer."""
+class _Handler:
+    """Request handling on the server's event loop: downloads under /data/, listing at /bucket."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default backlog of 5 drops SYNs when a client opens more connections at
-    # once (a 1 s retransmit each); CloudFront does not.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], app: ArchiveServer) -> None:
-        """Bind to address and remember the owning app."""
+    def __init__(self, app: ArchiveServer) -> None:
+        """Serve for app (its root, page size, faults, caches and request log)."""
         self.app = app
-        super().__init__(address, _Handler)
+        self._root = str(app.root).rstrip("/")  # "" for "/": file paths are root + "/..."
 
-
-class _Handler(BaseHTTPRequestHandler):
-    """Request handler: downloads under /data/, listing at /data.binance.vision."""
-
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle on, the body waits for the
-    # client's delayed ACK (~40 ms per request on Linux loopback), which real S3 does not add.
-    disable_nagle_algorithm = True
-    # Buffer the response: headers and a small body leave in one send at the flush, as a CDN
-    # sends them, instead of two sends and two wake-ups of the client per request.
-    wbufsize = CHUNK_SIZE
-    server_version = "AmazonS3"
-    sys_version = ""
-    timeout = 60
-    server: _HTTPServer
-
-    def setup(self) -> None:
-        """Register the connection so stop() can close it."""
-        super().setup()
-        self.server.app._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        """Unregister the connection."""
-        self.server.app._track(self.connection, add=False)
-        super().finish()
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Stay quiet: no per-request logging."""
-
-    def do_GET(self) -> None:
-        """Serve a GET."""
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        """Serve a HEAD."""
-        self._dispatch()
-
-    def _dispatch(self) -> None:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Apply any scripted fault, then route to the listing or a download."""
-        split = urlsplit(self.path)
-        path = unquote(split.path)
-        target = LISTING if path.rstrip("/") == f"/{BUCKET}" else path
-        fault = self.server.app.faults.take(target)
+        raw = request.raw_path
+        if request.method not in ("GET", "HEAD"):  # as S3 answers a POST or PUT to the bucket
+            return self._send(
+                request,
+                405,
+                {"Content-Type": "application/xml", "Allow": "GET, HEAD"},
+                _error_xml(405, "The specified method is not allowed against this resource."),
+            )
+        # The raw target, decoded as the stdlib server did: aiohttp's own request.path has
+        # its dot segments already resolved, which would hide "/data/../x" from the checks.
+        if raw.startswith("/") and not raw.startswith("//") and "#" not in raw:
+            raw_path, _, query = raw.partition("?")
+        else:
+            split = urlsplit(raw)
+            raw_path, query = split.path, split.query
+        path = unquote(raw_path)
+        target = LISTING if path.rstrip("/") == _BUCKET_PATH else path
+        fault = self.app.faults.take(target)
         if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
+            await asyncio.sleep(fault.seconds)
         elif fault is not None and fault.kind == "status":
             headers = {"Content-Type": "application/xml"}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
-            self._send(fault.code, headers, _error_xml(fault.code, "Injected fault.", path))
-            return
+            return self._send(
+                request, fault.code, headers, _error_xml(fault.code, "Injected fault.", path)
+            )
         elif fault is not None and fault.kind == "html":
-            self._send(200, {"Content-Type": "text/html; charset=utf-8"}, _HTML_PAGE)
-            return
+            return self._send(
+                request, 200, {"Content-Type": "text/html; charset=utf-8"}, _HTML_PAGE
+            )
         cut = fault.n_bytes if fault is not None and fault.kind == "truncate" else None
         if target == LISTING:
-            self._serve_listing(split.query, cut)
-        else:
-            self._serve_file(path, cut)
+            # Walking the tree and hashing unseen files may take a while: off the loop.
+            loop = asyncio.get_running_loop()
+            status, body = await loop.run_in_executor(None, self._listing, query)
+            return await self._respond(
+                request, status, {"Content-Type": "application/xml"}, body, cut=cut
+            )
+        return await self._serve_file(request, path, cut)
 
-    def _serve_listing(self, query: str, cut: int | None) -> None:
-        """Answer an S3 ListObjects v1 request."""
+    def _listing(self, query: str) -> tuple[int, bytes]:
+        """Render the answer to an S3 ListObjects v1 request: (status, XML body)."""
         params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
-        xml_type = {"Content-Type": "application/xml"}
         if "list-type" in params:
-            self._send(501, xml_type, _error_xml(501, "Only ListObjects v1 is emulated."))
-            return
+            return 501, _error_xml(501, "Only ListObjects v1 is emulated.")
         try:
             max_keys = int(params.get("max-keys", "1000"))
             if max_keys < 0:
                 raise ValueError(max_keys)
         except ValueError:
-            self._send(
-                400,
-                xml_type,
-                _error_xml(400, "Provided max-keys not an integer or within integer range"),
-            )
-            return
+            return 400, _error_xml(400, "Provided max-keys not an integer or within integer range")
         prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
         marker = params.get("marker", "")
-        app = self.server.app
+        app = self.app
         page = list_page(
             app.root,
             prefix=prefix,
@@ -369,12 +375,12 @@ class _Handler(BaseHTTPRequestHandler):
             f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for p in page.prefixes
         )
         parts.append("</ListBucketResult>")
-        self._send(200, xml_type, "".join(parts).encode(), cut=cut)
+        return 200, "".join(parts).encode()
 
     def _contents_xml(self, key: str) -> str:
         """Render one <Contents> element for a key on disk."""
         try:
-            etag, st = self.server.app._etags.of_path(self.server.app.root / key)
+            etag, st = self.app._etags.of_path(self.app.root / key)
         except OSError:  # vanished between walk and stat
             return ""
         quoted = escape(etag, {'"': "&quot;"})
@@ -384,104 +390,178 @@ class _Handler(BaseHTTPRequestHandler):
             "<StorageClass>STANDARD</StorageClass></Contents>"
         )
 
-    def _serve_file(self, path: str, cut: int | None) -> None:
+    async def _serve_file(
+        self, request: web.BaseRequest, path: str, cut: int | None
+    ) -> web.StreamResponse:
         """Serve an archive object from disk, with validators and conditional GET."""
-        root = self.server.app.root
-        parts = PurePosixPath(path).parts[1:]
-        file = root.joinpath(*parts) if parts and parts[0] == "data" else None
-        safe = file is not None and not any(p in ("..", ".") for p in parts)
-        st = _regular_file_stat(file) if file is not None and safe else None
-        if file is None or st is None:
+        located = self._locate(path)
+        st = _regular_file_stat(located[0]) if located is not None else None
+        if located is None or st is None:
             key = path.lstrip("/")
-            self._send(
+            return self._send(
+                request,
                 404,
                 {"Content-Type": "application/xml"},
                 _error_xml(404, "The specified key does not exist.", key),
             )
-            return
-        content_type = _CONTENT_TYPES.get(file.suffix, "application/octet-stream")
+        file, content_type = located
         if st.st_size <= CHUNK_SIZE:
-            etag, data, st = self.server.app._etags.small_object(file, st)
-            self._send_object(content_type, etag, st, data, cut)
-            return
-        with file.open("rb") as fh:
+            etag, data, last_modified, st = self.app._etags.small_object(file, st)
+            return await self._send_object(
+                request, content_type, etag, last_modified, st, data, cut
+            )
+        fh = open(file, "rb")  # noqa: SIM115 - closed below, after the response is sent
+        try:
             st = os.fstat(fh.fileno())
-            etag = self.server.app._etags.etag(file, fh, st)
-            self._send_object(content_type, etag, st, fh, cut)
+            # Hashing a big file on an ETag miss takes a while: off the loop.
+            loop = asyncio.get_running_loop()
+            etag = await loop.run_in_executor(None, self.app._etags.etag, file, fh, st)
+            last_modified = _http_date(st.st_mtime)
+            return await self._send_object(request, content_type, etag, last_modified, st, fh, cut)
+        finally:
+            fh.close()
 
-    def _send_object(
+    def _locate(self, path: str) -> tuple[str, str] | None:
+        """Map a decoded request path to (file under root/data, Content-Type), None if outside.
+
+        Plain string work, as pathlib would split the path the same way (empty and "."
+        segments dropped) at several times the cost, on every request.
+        """
+        if not path.startswith("/"):
+            return None
+        parts = [p for p in path.split("/") if p and p != "."]
+        if not parts or parts[0] != "data" or ".." in parts:
+            return None
+        name = parts[-1]
+        dot = name.rfind(".")
+        suffix = name[dot:] if 0 < dot < len(name) - 1 else ""
+        file = self._root + "/" + "/".join(parts)
+        return file, _CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+    async def _send_object(
         self,
+        request: web.BaseRequest,
         content_type: str,
         etag: str,
+        last_modified: str,
         st: os.stat_result,
         body: bytes | BinaryIO,
         cut: int | None,
-    ) -> None:
+    ) -> web.StreamResponse:
         """Answer 304 when the client's validators match, else 200 with the object."""
-        headers = {
-            "Content-Type": content_type,
-            "ETag": etag,
-            "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
-        }
-        if self._not_modified(etag, st.st_mtime):
-            self._send(304, headers, b"", length=st.st_size)
-            return
-        self._send(200, headers, body, length=st.st_size, cut=cut)
-
-    def _not_modified(self, etag: str, mtime: float) -> bool:
-        """Evaluate If-None-Match (preferred) or If-Modified-Since."""
-        inm = self.headers.get("If-None-Match")
-        if inm is not None:
-            return _etag_matches(inm, etag)
-        ims = self.headers.get("If-Modified-Since")
-        if ims is None:
-            return False
-        try:
-            since = email.utils.parsedate_to_datetime(ims).timestamp()
-        except (TypeError, ValueError):
-            return False
-        return int(mtime) <= since
+        headers = {"Content-Type": content_type, "ETag": etag, "Last-Modified": last_modified}
+        if _not_modified(request, etag, st.st_mtime):
+            return self._send(request, 304, headers, b"", length=st.st_size)
+        if isinstance(body, bytes) and cut is None:
+            return self._send(request, 200, headers, body, length=st.st_size)
+        return await self._respond(request, 200, headers, body, length=st.st_size, cut=cut)
 
     def _send(
         self,
+        request: web.BaseRequest,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        length: int | None = None,
+    ) -> web.Response:
+        """Answer with a whole in-memory body (none for HEAD and 304), logging it first."""
+        if length is None:
+            length = len(body)
+        no_body = request.method == "HEAD" or status == 304
+        self.app._record(
+            RequestRecord(request.method, request.raw_path, status, 0 if no_body else length)
+        )
+        headers["Server"] = _SERVER
+        if no_body:
+            # aiohttp drops Content-Length from a 304 itself (RFC 9110 8.6), keeps it on HEAD.
+            headers["Content-Length"] = str(length)
+            return web.Response(status=status, headers=headers)
+        return web.Response(status=status, headers=headers, body=body)
+
+    async def _respond(
+        self,
+        request: web.BaseRequest,
         status: int,
         headers: dict[str, str],
         body: bytes | BinaryIO,
         *,
         length: int | None = None,
         cut: int | None = None,
-    ) -> None:
-        """Send a response with Content-Length, streaming body and honouring a truncation."""
+    ) -> web.StreamResponse:
+        """Stream a body with its full Content-Length, honouring a truncation.
+
+        A body shorter than Content-Length (a truncate fault, a client gone, a file shrunk under
+        us) closes the connection after the bytes that were sent, so the client sees an
+        incomplete payload rather than waiting for the rest.
+        """
         if length is None:
             length = len(body) if isinstance(body, bytes) else 0
-        no_body = self.command == "HEAD" or status == 304
-        planned = 0 if no_body else length if cut is None else min(cut, length)
-        index = self.server.app._record(RequestRecord(self.command, self.path, status, planned))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
+        if request.method == "HEAD":
+            return self._send(request, status, headers, b"", length=length)
+        planned = length if cut is None else min(cut, length)
+        index = self.app._record(RequestRecord(request.method, request.raw_path, status, planned))
+        headers["Server"] = _SERVER
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = length
         sent = 0
         try:
+            await response.prepare(request)
             if isinstance(body, bytes):
-                self.wfile.write(body[:planned])
+                if planned:
+                    await response.write(body[:planned])
                 sent = planned
-            else:
-                while sent < planned and (chunk := body.read(min(CHUNK_SIZE, planned - sent))):
-                    self.wfile.write(chunk)
-                    sent += len(chunk)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-        if sent != planned:  # client went away, or the file shrank under us
-            self.server.app._record(RequestRecord(self.command, self.path, status, sent), index)
-        if sent != length and not no_body:  # body shorter than Content-Length: must close
-            self.close_connection = True
+            elif planned:
+                sent = await _sendfile(request, body, planned)
+        except ConnectionError:  # client went away
+            pass
+        if sent != planned:
+            self.app._record(RequestRecord(request.method, request.raw_path, status, sent), index)
+        if sent != length and request.transport is not None:
+            # Close after the bytes written so far have been flushed; aiohttp's own
+            # write_eof then meets a closing transport, which it takes as a gone client.
+            request.transport.close()
+        return response
+
+
+async def _sendfile(request: web.BaseRequest, fh: BinaryIO, count: int) -> int:
+    """Send the first count bytes of fh after the headers; return how many went out.
+
+    os.sendfile through the loop, as aiohttp's FileResponse does: the kernel copies the file to
+    the socket, a third to a half of the CPU of reading it into Python and writing it back
+    (3 x 200 MB: 0.11-0.18 s, against 0.34-0.43 s for the stdlib server's read/write loop).
+    Fewer than count means the file shrank or the client went away; the loop leaves the
+    file's position after the last byte sent.
+    """
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return 0
+    try:
+        return await asyncio.get_running_loop().sendfile(transport, fh, 0, count)
+    except (ConnectionError, RuntimeError):  # RuntimeError: the transport closed before
+        return fh.tell()
+
+
+def _not_modified(request: web.BaseRequest, etag: str, mtime: float) -> bool:
+    """Evaluate If-None-Match (preferred) or If-Modified-Since."""
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        return _etag_matches(inm, etag)
+    ims = request.headers.get("If-Modified-Since")
+    if ims is None:
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(ims).timestamp()
+    except (TypeError, ValueError):
+        return False
+    return int(mtime) <= since
 
 
 class ArchiveServer:
-    """Threaded local HTTP server that mimics data.binance.vision over a folder of files."""
+    """Local HTTP server that mimics data.binance.vision over a folder of files.
+
+    It runs an aiohttp.web application on its own event loop in a daemon thread.
+    """
 
     def __init__(
         self,
@@ -502,14 +582,14 @@ class ArchiveServer:
         self._etags = _EtagCache()
         self._lock = threading.Lock()
         self._log: list[RequestRecord] = []
-        self._conns: set[socket.socket] = set()
-        self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
 
     @property
     def port(self) -> int:
         """TCP port the server is (or was last) bound to."""
-        if self._httpd is None and self._port == 0:
+        if self._thread is None and self._port == 0:
             raise RuntimeError("ArchiveServer is not started")
         return self._port
 
@@ -537,42 +617,83 @@ class ArchiveServer:
     def warm_etags(self) -> int:
         """Hash every served file now, as S3 holds ETags before anyone lists; return the count.
 
-        Benchmarks call it so the first listing does not pay the stand-in's own MD5 work.
+        Benchmarks call it so the first listing does not pay the stand-in's own MD5 work, nor
+        the first download of a small object its read: those (at most CHUNK_SIZE bytes) are
+        loaded into the in-memory cache they are served from.
         """
         files = [p for p in self.root.rglob("*") if p.is_file()]
         for path in files:
-            self._etags.of_path(path)
+            st = _regular_file_stat(path)
+            if st is not None and st.st_size <= CHUNK_SIZE:
+                self._etags.small_object(path, st)
+            else:
+                self._etags.of_path(path)
         return len(files)
 
     def start(self) -> ArchiveServer:
-        """Bind (reusing the previous port after a stop) and serve in a daemon thread."""
-        if self._httpd is not None:
+        """Bind (reusing the previous port after a stop) and serve from a daemon thread."""
+        if self._thread is not None:
             raise RuntimeError("ArchiveServer is already running")
-        self._httpd = _HTTPServer((self.host, self._port), self)
-        self._port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"archive-server-{self._port}",
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=asyncio.run,
+            args=(self._serve(ready, failure),),
+            name="archive-server",
             daemon=True,
         )
-        self._thread.start()
+        thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("ArchiveServer did not start")
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread = thread
         return self
+
+    async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        """Bind, signal ready, and serve until stop() sets the stopping event."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", _Handler(self).handle)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=60,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT,
+        )
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self._port, reuse_address=True, backlog=_BACKLOG)
+            await site.start()
+            self._port = runner.addresses[0][1]
+        except BaseException as exc:  # e.g. the port is taken: raised again by start()
+            failure.append(exc)
+            ready.set()
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+            return
+        threading.current_thread().name = f"archive-server-{self._port}"
+        ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            # Stops listening, closes idle keep-alive connections at once and gives requests
+            # in flight _SHUTDOWN_TIMEOUT to finish before their connections are cut.
+            await runner.cleanup()
 
     def stop(self) -> None:
         """Stop serving and close every open connection, including idle keep-alives."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None or thread is None:
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
             return
-        httpd.shutdown()
-        httpd.server_close()
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # loop already gone
+                loop.call_soon_threadsafe(stopping.set)
         thread.join()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        self._httpd = self._thread = None
+        self._thread = self._loop = self._stopping = None
 
     def __enter__(self) -> ArchiveServer:
         """Start on entering the with block."""
@@ -596,14 +717,6 @@ class ArchiveServer:
             if index < len(self._log) and self._log[index][:2] == record[:2]:
                 self._log[index] = record
             return index
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        """Add or remove an open client connection."""
-        with self._lock:
-            if add:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
