@@ -11,11 +11,13 @@ import polars as pl
 import pytest
 
 from crypto_lakehouse.datasets import get_dataset
+from crypto_lakehouse.exceptions import FormatError
+from crypto_lakehouse.pipeline import file_steps, silver, small_files, staging
 from crypto_lakehouse.pipeline import parse as parse_module
-from crypto_lakehouse.pipeline import silver, small_files, staging
 from crypto_lakehouse.pipeline.executor import DaskExecutor, make_executor
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
+from crypto_lakehouse.pipeline.parse_batch import BatchRejected
 from crypto_lakehouse.sources.binance import zipstream
 from crypto_lakehouse.storage import tables
 from crypto_lakehouse.storage.lake import Lake
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from crypto_lakehouse.config import Settings
+    from tests.servers.archive_server import ArchiveServer
 
 REQUESTS = (
     IngestRequest("spot", "klines", ("BTCUSDT",), "1m", date(2020, 1, 1), date(2020, 1, 3)),
@@ -268,3 +271,47 @@ def test_streamed_parse_drops_duplicates_across_batch_boundaries(
     assert one.rows == one_rows.height == 1440
     assert many_rows.height == 1440
     assert many.duplicates == one.duplicates == 1440
+
+
+@pytest.mark.s3
+def test_dask_workers_load_files_left_in_bronze_without_copies_on_the_drivers_disk(
+    tmp_path: Path,
+    s3_root: str,
+    archive: ArchiveServer,
+    settings_for: Callable[..., Settings],
+    dask_cluster: str,
+    sent_tasks: list[ParseTask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Files a run quarantined (bronze kept) are parsed again on Dask straight from bronze."""
+    request = REQUESTS[0]
+    with monkeypatch.context() as patch:  # a thread run whose parser rejects every file
+        patch.setattr(small_files, "store_and_parse_batch", _rejecting_batch)
+        patch.setattr(file_steps, "parse_to_stage", _rejecting_parse)
+        first = asyncio.run(ingest(request, settings_for(s3_root, workers=2)))
+    assert [f.outcome for f in first.files] == ["quarantined"] * 3
+
+    def no_copy(self: Lake, relative: str, local: Path) -> Path:
+        raise AssertionError(f"{relative} copied to the driver's disk")
+
+    monkeypatch.setattr(Lake, "get_file", no_copy)
+    archive.reset_log()
+    remote = asyncio.run(ingest(on_dask(request, dask_cluster), settings_for(s3_root, workers=2)))
+    assert remote.ok and len(remote.loaded) == 3, remote.failed
+    assert not [r for r in archive.requests if r.path.endswith(".zip")]  # from bronze
+    for task in sent_tasks:
+        assert_names_no_driver_path(task, s3_root)
+    local_root = str(tmp_path / "threads")
+    asyncio.run(ingest(request, settings_for(local_root, workers=2)))
+    got = silver_rows(s3_root, request.market, request.data_type)
+    assert got.equals(silver_rows(local_root, request.market, request.data_type))
+
+
+def _rejecting_batch(*args: object) -> object:
+    """Stand in for a batch parse that cannot take its files whole."""
+    raise BatchRejected("injected")
+
+
+def _rejecting_parse(*args: object) -> object:
+    """Stand in for a parser that finds a bad row in every file."""
+    raise FormatError("injected: bad row")

@@ -407,9 +407,7 @@ async def _fetch_and_parse(
         else:
             assert previous is not None
             entry = previous.with_status("verified")
-            local = await asyncio.to_thread(
-                run.lake.get_file, entry.bronze_path, run.workdir / "bronze" / plan.key
-            )
+            local = await _bronze_copy(run, plan, entry)
     except _FETCH_FAILURES as exc:
         await _record_fetch_failure(run, plan, exc)
         return
@@ -422,6 +420,18 @@ async def _fetch_and_parse(
 
 #: What fetching and storing one file may fail with (see `_record_fetch_failure`).
 _FETCH_FAILURES = (IntegrityError, SourceError, OSError, StorageError)
+
+
+async def _bronze_copy(run: IngestRun, plan: PlannedFile, entry: ManifestEntry) -> Path:
+    """Return a local file of a zip already in bronze, for a parse on this host's disk.
+
+    Workers on other hosts open the bronze object themselves (`file_steps.task_for` leaves
+    the path out of their tasks), so nothing is copied to the driver's disk for them.
+    """
+    target = run.workdir / "bronze" / plan.key
+    if run.remote_workers:
+        return target
+    return await asyncio.to_thread(run.lake.get_file, entry.bronze_path, target)
 
 
 async def _record_fetch_failure(
