@@ -117,6 +117,7 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
     settings_for: Callable[..., Settings],
     dask_cluster: str,
     sent_tasks: list[ParseTask],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With --dask-address and an S3 lake, tasks name bronze objects; the tables still match.
 
@@ -124,6 +125,9 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
     no local zip path (an empty `zip_path` would fail the parse), and the rows must equal a
     local thread pool's.
     """
+    removed: list[ParseTask] = []
+    remove = staging.remove
+    monkeypatch.setattr(staging, "remove", lambda task: (removed.append(task), remove(task)))
     local_root = str(tmp_path / "threads")
     for request in REQUESTS:  # bars and funding rates (batched small files), a tick table
         threads = asyncio.run(ingest(request, settings_for(local_root, workers=2)))
@@ -139,6 +143,7 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
     assert tick_tasks and sent_tasks
     for task in sent_tasks:
         assert_names_no_driver_path(task, s3_root)
+    assert removed == []  # batches and tick files stage nothing: no deletes sent to S3
 
 
 @pytest.mark.s3

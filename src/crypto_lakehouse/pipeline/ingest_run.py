@@ -135,12 +135,11 @@ async def commit_pending(run: IngestRun, *, force: bool) -> None:
         await tables_prepared(run)
         if run.parsed and (force or _batch_full(run)):
             batch, run.parsed = run.parsed, []
-            version = await asyncio.to_thread(_commit_batch, run, batch)
+            version = await asyncio.to_thread(_commit_and_unstage, run, batch)
             for parsed, entry, superseded, _ in batch:
                 if superseded is not None:
                     run.pending_events.append(superseded)
                 record_loaded(run, parsed, entry, version)
-                staging.remove(parsed.task)
             log.info("silver_committed", table=run.dataset.table, files=len(batch),
                      version=version)  # fmt: skip
         if run.pending_events and (force or not run.parsed):
@@ -183,6 +182,23 @@ def _batch_full(run: IngestRun) -> bool:
         len(run.parsed) >= run.settings.commit_batch_files
         or csv_bytes >= run.settings.commit_batch_mb << 20
     )
+
+
+def _commit_and_unstage(
+    run: IngestRun,
+    batch: list[tuple[ParsedFile, ManifestEntry, ManifestEntry | None, DirectWrite | None]],
+) -> int:
+    """Commit a batch, then delete the staged files of its per-file parses; return the version.
+
+    Only those staged rows (worker-written Parquet files are in the table): a staged file in
+    the lake costs a request to delete, so batch and tick tasks, which stage nothing, are
+    skipped.
+    """
+    version = _commit_batch(run, batch)
+    for parsed, _, _, write in batch:
+        if write is None:
+            staging.remove(parsed.task)
+    return version
 
 
 def _commit_batch(
