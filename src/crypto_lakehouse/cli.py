@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -174,9 +174,14 @@ def optimize(
     target_mb: Annotated[int, typer.Option(help="Target size of the rewritten files (MB)")] = 128,
     root: RootOption = None,
 ) -> None:
-    """Compact small files, order them by time, and vacuum old files with a safe retention."""
+    """Compact small files, order them by time, and vacuum old files with a safe retention.
+
+    Vacuuming the whole lake also deletes the staging prefixes that crashed Dask runs left
+    behind (`_staging/`), when older than the retention.
+    """
     import polars as pl
 
+    from crypto_lakehouse.pipeline import staging
     from crypto_lakehouse.query.api import split_name
     from crypto_lakehouse.query.engine import QueryEngine
     from crypto_lakehouse.storage.lake import Lake
@@ -200,8 +205,16 @@ def optimize(
             )
             for layer, name in names
         ]  # fmt: skip
+        swept = (
+            staging.sweep_stale(lake, datetime.now(UTC), timedelta(hours=retention_hours))
+            if vacuum and table is None
+            else []
+        )
     except LakehouseError as exc:
         raise fail(exc) from None
+    if swept:
+        render.stdout.print(f"deleted {len(swept)} staging folder(s) of crashed runs: "
+                            + ", ".join(swept))  # fmt: skip
     if not results:
         render.stdout.print(f"no tables in {lake.uri}")
         return

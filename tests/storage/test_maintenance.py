@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from crypto_lakehouse.cli import app
 from crypto_lakehouse.exceptions import ConfigurationError
+from crypto_lakehouse.pipeline import staging
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
 from crypto_lakehouse.query.engine import QueryEngine
 from crypto_lakehouse.storage import tables
@@ -156,11 +157,18 @@ def test_cli_optimize_renders_a_summary_and_refuses_unsafe_retention(
     """`lakehouse optimize` compacts every table and exits 2 on a retention under 1 hour."""
     root = str(tmp_path / "lake")
     _ingest_one_commit_per_file(settings_for, root)
+    lake, now = Lake.at(root), datetime.now(UTC)
+    crashed = staging.new_run_prefix(now - timedelta(hours=3))  # a Dask run's leftovers
+    live = staging.new_run_prefix(now - timedelta(minutes=10))
+    for prefix in (crashed, live):
+        lake.put_bytes(b"rows", f"{prefix}/file.arrow")
     runner = CliRunner()
     done = runner.invoke(app, ["optimize", "--root", root, "--retention-hours", "1"])
     assert done.exit_code == 0, done.output
     assert "silver.spot_klines" in done.output
     assert "3 → 1" in done.output
+    assert "deleted 1 staging folder(s)" in done.output
+    assert lake.list_dirs(staging.STAGING) == [live.split("/")[1]]
     one = runner.invoke(app, ["optimize", "silver.spot_klines", "--root", root, "--no-vacuum",
                               "--no-zorder"])  # fmt: skip
     assert one.exit_code == 0, one.output
