@@ -46,6 +46,14 @@ def silver_rows(root: str, market: str, data_type: str) -> pl.DataFrame:
     return frame.drop("_ingested_at").sort(list(dataset.primary_key))
 
 
+def assert_same_silver(request: IngestRequest, expected_root: str, got_root: str) -> None:
+    """Assert two lakes hold the same silver rows (and schema) for a request's table."""
+    expected = silver_rows(expected_root, request.market, request.data_type)
+    got = silver_rows(got_root, request.market, request.data_type)
+    assert got.schema == expected.schema
+    assert got.equals(expected), f"{request.market} {request.data_type} differs"
+
+
 def on_dask(request: IngestRequest, address: str) -> IngestRequest:
     """Return the same request, run on the Dask cluster at `address`."""
     return replace(request, executor="dask", dask_address=address)
@@ -78,10 +86,7 @@ def test_dask_workers_build_the_same_silver_tables_as_threads(
         assert threads.rows_loaded == remote.rows_loaded > 0
         assert sorted(f.key for f in remote.loaded) == sorted(f.key for f in threads.loaded)
     for request in REQUESTS:
-        expected = silver_rows(local_root, request.market, request.data_type)
-        got = silver_rows(dask_root, request.market, request.data_type)
-        assert got.schema == expected.schema
-        assert got.equals(expected), f"{request.market} {request.data_type} differs on Dask"
+        assert_same_silver(request, local_root, dask_root)
 
 
 @pytest.fixture
@@ -136,9 +141,7 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
         )
         assert threads.ok and remote.ok, remote.failed
         assert remote.rows_loaded == threads.rows_loaded > 0
-        expected = silver_rows(local_root, request.market, request.data_type)
-        got = silver_rows(s3_root, request.market, request.data_type)
-        assert got.equals(expected), f"{request.market} {request.data_type} differs"
+        assert_same_silver(request, local_root, s3_root)
     tick_tasks = [t for t in sent_tasks if t.data_type == "aggTrades"]
     assert tick_tasks and sent_tasks
     for task in sent_tasks:
@@ -179,8 +182,7 @@ def test_dask_workers_stage_per_file_parses_in_the_lake_and_the_run_clears_them(
     for task in sent_tasks:
         assert_names_no_driver_path(task, s3_root)
     assert staged_in_lake == [True] * 3  # the driver committed them from the lake
-    got = silver_rows(s3_root, request.market, request.data_type)
-    assert got.equals(silver_rows(local_root, request.market, request.data_type))
+    assert_same_silver(request, local_root, s3_root)
     assert Lake.at(s3_root).list_dirs(staging.STAGING) == []
 
 
@@ -308,8 +310,7 @@ def test_dask_workers_load_files_left_in_bronze_without_copies_on_the_drivers_di
         assert_names_no_driver_path(task, s3_root)
     local_root = str(tmp_path / "threads")
     asyncio.run(ingest(request, settings_for(local_root, workers=2)))
-    got = silver_rows(s3_root, request.market, request.data_type)
-    assert got.equals(silver_rows(local_root, request.market, request.data_type))
+    assert_same_silver(request, local_root, s3_root)
 
 
 def _rejecting_batch(*args: object) -> object:
