@@ -293,7 +293,7 @@ def _dedupe_staged(result: ParsedFile, dataset: Dataset) -> ParsedFile:
         with pa.ipc.new_file(str(tmp), arrow.schema) as writer:
             writer.write_table(arrow)
         tmp.replace(path)
-    else:  # an S3 object is replaced whole when its new version is closed
+    else:  # a lake stage: S3 replaces the object whole on close; only this run reads it
         with staging.open_sink(result.task) as sink, pa.ipc.new_file(sink, arrow.schema) as out:
             out.write_table(arrow)
     dropped = frame.height - unique.height
