@@ -4,7 +4,8 @@ On one host the staged file sits in the run's temp folder. Workers on other host
 (`--dask-address` with an S3 lake) cannot write where the driver reads, so their tasks stage
 under the lake instead, at `_staging/<run-id>/`, which every worker and the driver can reach:
 no shared mount needed. The run deletes its prefix when it ends; a crashed run's leftovers are
-never referenced by a table, and `sweep_stale` removes prefixes older than a day.
+never referenced by a table, and `sweep_stale` removes prefixes older than a cutoff (a week
+after the next remote run; the vacuum retention in `lakehouse optimize`).
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ def read_table(task: ParseTask) -> pa.Table:
 
 
 def dataset(tasks: Sequence[ParseTask]) -> pads.Dataset:
-    """Return one Arrow dataset over the staged files of tasks (one per path, in order)."""
-    unique = list({task.staged_path: task for task in tasks}.values())
-    fs, _ = location(unique[0])
-    return pads.dataset([location(t)[1] for t in unique], format="ipc", filesystem=fs)
+    """Return one Arrow dataset over the staged files of tasks (one per path, in order).
+
+    The tasks of one run stage in one place, so one filesystem (one S3 client) serves all.
+    """
+    paths = list(dict.fromkeys(task.staged_path for task in tasks))
+    fs, full = location(tasks[0])
+    base = full.removesuffix(tasks[0].staged_path)
+    return pads.dataset([base + path for path in paths], format="ipc", filesystem=fs)
 
 
 def batches(tasks: Sequence[ParseTask], batch_size: int = 1 << 17) -> Iterator[pa.RecordBatch]:
@@ -97,7 +102,7 @@ def remove_prefix(lake: Lake, prefix: str) -> None:
         fs.delete_dir(f"{base}/{prefix}")
 
 
-def sweep_stale(lake: Lake, now: datetime, older_than: timedelta = timedelta(days=1)) -> list[str]:
+def sweep_stale(lake: Lake, now: datetime, older_than: timedelta) -> list[str]:
     """Delete the staging prefixes of runs started before `now - older_than`; return them.
 
     A run that crashed left its prefix behind; nothing references it. A prefix whose name is
