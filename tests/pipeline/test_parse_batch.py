@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pytest
 
+from crypto_lakehouse.pipeline import parse_batch
 from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.parse_batch import (
     BatchFile,
@@ -141,6 +144,34 @@ def test_in_memory_zips_go_to_bronze_before_the_parse(tmp_path: Path) -> None:
     bronze = "bronze/binance/data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2021-03-01.zip"
     table = lake.table_uri("silver", "spot_klines")
     writes = store_and_parse_batch([BatchFile(task, data, bronze)], lake, table)
+    assert (tmp_path / "lake" / bronze).read_bytes() == data
+    assert writes[0].parsed.rows == 5
+
+
+def test_bronze_is_written_while_the_batch_parses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bronze write runs beside the parse, not before it: it waits here for the parse."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    task = _task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=5))
+    data = Path(task.zip_path).read_bytes()
+    parsing = threading.Event()
+    real_parse, real_put = parse_batch._parse_batch, Lake.put_bytes
+
+    def parse(*args: Any) -> Any:
+        parsing.set()
+        return real_parse(*args)
+
+    def put_after_parse_started(self: Lake, body: bytes, path: str) -> None:
+        assert parsing.wait(10), "the bronze write waited for a parse that never started"
+        real_put(self, body, path)
+
+    monkeypatch.setattr(parse_batch, "_parse_batch", parse)
+    monkeypatch.setattr(Lake, "put_bytes", put_after_parse_started)
+    bronze = "bronze/binance/data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2021-03-01.zip"
+    writes = store_and_parse_batch(
+        [BatchFile(task, data, bronze)], lake, lake.table_uri("silver", "spot_klines")
+    )
     assert (tmp_path / "lake" / bronze).read_bytes() == data
     assert writes[0].parsed.rows == 5
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,17 +31,35 @@ def test_failed_write_keeps_the_old_object_and_leaves_no_temp_file(
     lake = Lake.at(str(tmp_path))
     lake.put_bytes(b"old", "bronze/object.zip")
 
-    def disk_full(self: Path, data: bytes) -> int:
-        with self.open("wb") as sink:
-            sink.write(data[:2])
+    def disk_full(path: Path, data: bytes) -> None:
+        path.write_bytes(data[:2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("pathlib.Path.write_bytes", disk_full)
+    monkeypatch.setattr("crypto_lakehouse.storage.lake._write_new", disk_full)
     with pytest.raises(OSError, match="No space"):
         lake.put_bytes(b"new bytes", "bronze/object.zip")
     monkeypatch.undo()
     assert (tmp_path / "bronze" / "object.zip").read_bytes() == b"old"
     assert [p.name for p in (tmp_path / "bronze").iterdir()] == ["object.zip"]
+
+
+def test_writes_from_many_threads_into_a_new_folder_all_land(tmp_path: Path) -> None:
+    """Folders are made when a write finds them missing: racing first writes all succeed."""
+    lake = Lake.at(str(tmp_path))
+    objects = [(f"object-{i}".encode(), f"bronze/new/folder/{i}.zip") for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item: lake.put_bytes(*item), objects))
+    folder = tmp_path / "bronze" / "new" / "folder"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i}.zip" for i in range(40))
+    assert all((folder / f"{i}.zip").read_bytes() == f"object-{i}".encode() for i in range(40))
+
+
+def test_a_missing_source_file_is_not_taken_for_a_missing_folder(tmp_path: Path) -> None:
+    """`put_file` of a file that is not there fails, and leaves no temp file behind."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    with pytest.raises(FileNotFoundError):
+        lake.put_file(tmp_path / "absent.zip", "bronze/a/object.zip")
+    assert [p.name for p in (tmp_path / "lake" / "bronze" / "a").iterdir()] == []
 
 
 def test_open_input_reads_an_object_at_random_on_local_disk_and_s3(lake_root: str) -> None:

@@ -6,9 +6,10 @@ zip, parses the joined CSV bodies in one polars scan, and validates every rule o
 a mixed epoch unit, a row outside its period — raises `BatchRejected`, and the caller parses
 those files one by one, so each bad file still gets its own precise error.
 
-Files fetched into memory reach the worker as bytes with their bronze path: the worker writes
-the bronze objects of the whole batch, in one thread, before it parses (one hand-off per batch
-instead of one per file, and no threads racing for the same folder).
+Files fetched into memory reach the worker as bytes with their bronze path: the worker hands
+the bronze objects of the whole batch to the process's bronze writer while it parses, and
+writes silver once they are stored (one hand-off per batch instead of one per file, and no
+threads racing for the same folder).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from crypto_lakehouse.sources.binance.formats import (
     split_header,
 )
 from crypto_lakehouse.sources.binance.zipstream import read_csv_member
+from crypto_lakehouse.storage.bronze_writes import store_in_background
 from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
@@ -144,21 +146,26 @@ def _file_columns(
 def store_and_parse_batch(
     files: Sequence[BatchFile], lake: Lake, table_uri: str
 ) -> list[DirectWrite]:
-    """Store the batch's in-memory zips in bronze, then parse them (`parse_batch_to_files`).
+    """Store the batch's in-memory zips in bronze while parsing them, then write silver.
 
-    Bronze comes first: no silver row may name a bronze object that is not there.
+    The bronze writes run beside the inflate and the CSV parse (`bronze_writes`); the silver
+    files are written only once every bronze object is there: no silver row may name a
+    bronze object that is not.
 
     Raises:
         OSError, StorageError: a bronze write failed (objects already written stay; they are
-            the verified bytes, rewritten unchanged on a retry).
+            the verified bytes, rewritten unchanged on a retry). Nothing is written to silver.
         BatchRejected: as `parse_batch_to_files`.
     """
-    for file in files:
-        if file.body is not None:
-            lake.put_bytes(file.body, file.bronze_path)
-    return parse_batch_to_files(
-        [f.task for f in files], table_uri, lake.storage_options, [f.body for f in files]
+    stored = store_in_background(
+        lake, [(f.body, f.bronze_path) for f in files if f.body is not None]
     )
+    tasks = [f.task for f in files]
+    try:
+        parsed = _parse_batch(tasks, [f.body for f in files])
+    finally:
+        stored.wait()
+    return _write_silver(parsed, tasks, table_uri, lake.storage_options)
 
 
 def parse_batch_to_files(
@@ -176,7 +183,18 @@ def parse_batch_to_files(
     Raises:
         BatchRejected: anything a per-file parse would report; nothing is written.
     """
-    dataset, unique, parsed = _parse_batch(tasks, zips or [None] * len(tasks))
+    parsed = _parse_batch(tasks, zips or [None] * len(tasks))
+    return _write_silver(parsed, tasks, table_uri, storage_options)
+
+
+def _write_silver(
+    batch: tuple[Dataset, pl.DataFrame, list[ParsedFile]],
+    tasks: Sequence[ParseTask],
+    table_uri: str,
+    storage_options: dict[str, str],
+) -> list[DirectWrite]:
+    """Write a parsed batch's rows as one uncommitted Parquet file per partition."""
+    dataset, unique, parsed = batch
     files = write_partitions(
         _partition_slices(_silver(unique, dataset, tasks[0]), tasks, parsed, dataset),
         dataset.partition_by,

@@ -2,8 +2,9 @@
 
 A batch starts as soon as a worker is idle, with an eighth of `parse_batch_files`, and grows
 while every worker is busy; when nothing is left to download, what waits is shared out over
-the workers. The batch's worker writes the bronze objects first, then parses them in one
-polars pass (`parse_batch.store_and_parse_batch`); on any doubt each file gets its own parse.
+the workers. The batch's worker parses them in one polars pass while the bronze objects are
+written beside it, and writes silver once they are stored (`parse_batch.store_and_parse_batch`);
+on any doubt each file gets its own parse.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import uuid
@@ -103,7 +104,7 @@ class Lake:
     def put_bytes(self, data: bytes, relative: str) -> None:
         """Store bytes at `relative` atomically (temp name and rename; one PUT on S3)."""
         if not self.is_s3:
-            self._replace_local(relative, lambda tmp: tmp.write_bytes(data))
+            self._replace_local(relative, lambda tmp: _write_new(tmp, data))
             return
         fs, base = self.filesystem()
         try:
@@ -113,12 +114,22 @@ class Lake:
             raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
 
     def _replace_local(self, relative: str, write: Callable[[Path], object]) -> None:
-        """Write a local object through a temp name in its folder, then rename it in place."""
+        """Write a local object through a temp name in its folder, then rename it in place.
+
+        The folder is made only when the write finds it missing: bronze writes hundreds of
+        objects into each folder, and a `mkdir` and a random temp name per object were a
+        third of their system time.
+        """
         target = Path(self.uri) / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        tmp = target.with_name(f".{target.name}.{_temp_suffix()}.tmp")
         try:
-            write(tmp)
+            try:
+                write(tmp)
+            except FileNotFoundError:
+                if target.parent.is_dir():
+                    raise
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write(tmp)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -162,6 +173,27 @@ class Lake:
         except OSError:
             return []
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+#: Temp names are unique per process (pid and a random token) and per write (a counter).
+_TEMP_TOKEN = uuid.uuid4().hex[:12]
+_temp_serial = itertools.count()
+
+
+def _temp_suffix() -> str:
+    """Return a temp-name suffix no other write, in this process or another, is using."""
+    return f"{os.getpid()}-{_TEMP_TOKEN}-{next(_temp_serial)}"
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write bytes to a file that must not exist yet, without Python's buffered layer."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
