@@ -124,14 +124,14 @@ def _silver_rows(uri: str) -> pl.DataFrame:
     return frame.drop("_ingested_at").sort("open_time")
 
 
-def test_files_left_when_downloads_end_are_shared_over_all_workers(
+def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A worker that frees up while the other is busy takes its share, not every file left."""
+    """What waits when nothing more downloads is split evenly, busy workers included."""
     started: list[int] = []
 
     def start(run: Any, size: int) -> None:
-        started.append(size)
+        started.append(len(run.small[:size]))
         run.small = run.small[size:]
         run.batches_running += 1
 
@@ -139,8 +139,33 @@ def test_files_left_when_downloads_end_are_shared_over_all_workers(
     run = SimpleNamespace(small=list(range(59)), workers=2, batches_running=1, awaiting=0,
                           settings=SimpleNamespace(parse_batch_files=64))  # fmt: skip
     small_files.schedule_batches(run)  # type: ignore[arg-type]
-    assert started == [30]  # then both workers are busy: the rest waits
-    run.batches_running = 1
+    assert started == [30, 29]  # no tail of halving batches as workers free up
+    assert run.small == []
+    started.clear()
+    run.small, run.batches_running = list(range(300)), 0
     small_files.schedule_batches(run)  # type: ignore[arg-type]
-    assert started == [30, 15]
-    assert len(run.small) == 14
+    assert started == [64, 64, 64, 64, 22, 22]
+
+
+def test_while_files_download_batches_start_on_idle_workers_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A short batch starts for an idle worker; with every worker busy, files wait to grow it."""
+    started: list[int] = []
+
+    def start(run: Any, size: int) -> None:
+        started.append(len(run.small[:size]))
+        run.small = run.small[size:]
+        run.batches_running += 1
+
+    monkeypatch.setattr(small_files, "start_batch", start)
+    run = SimpleNamespace(small=list(range(10)), workers=2, batches_running=1, awaiting=5,
+                          settings=SimpleNamespace(parse_batch_files=64))  # fmt: skip
+    small_files.schedule_batches(run)  # type: ignore[arg-type]
+    assert started == [10]
+    run.small = list(range(20))
+    small_files.schedule_batches(run)  # type: ignore[arg-type]
+    assert started == [10] and len(run.small) == 20
+    run.small = list(range(70))
+    small_files.schedule_batches(run)  # type: ignore[arg-type]
+    assert started == [10, 64] and len(run.small) == 6
