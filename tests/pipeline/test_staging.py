@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from crypto_lakehouse.exceptions import FormatError
+from crypto_lakehouse.exceptions import FormatError, StorageError
 from crypto_lakehouse.pipeline import staging
 from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
 from crypto_lakehouse.storage.lake import Lake
@@ -89,3 +89,58 @@ def test_a_staged_table_reads_back_as_written(tmp_path: Path, lake: Lake) -> Non
     with staging.open_sink(task) as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     assert staging.read_table(task).equals(table)
+
+
+def _stage(task: ParseTask, table: pa.Table) -> None:
+    """Write a staged file as a worker does."""
+    with staging.open_sink(task) as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_replacing_staged_rows_swaps_the_file_whole(tmp_path: Path, lake: Lake) -> None:
+    """De-duplicated rows replace the staged file; on disk no temp file stays behind."""
+    task = _task(tmp_path / "unused.zip", "_staging/run/t.arrow", lake)
+    _stage(task, pa.table({"a": [1, 1, 2]}))
+    staging.replace(task, pa.table({"a": [1, 2]}))
+    assert staging.read_table(task).equals(pa.table({"a": [1, 2]}))
+    assert lake.list_dirs(staging.STAGING) == ["run"]
+    if not lake.is_s3:
+        assert sorted(p.name for p in (Path(lake.uri) / "_staging" / "run").iterdir()) == [
+            "t.arrow"
+        ]
+
+
+def test_a_failed_replacement_leaves_no_half_written_rows(
+    tmp_path: Path, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failing half-way keeps the old rows on disk, and leaves no partial S3 object."""
+    task = _task(tmp_path / "unused.zip", "_staging/run/t.arrow", lake)
+    old = pa.table({"a": [1, 1, 2]})
+    _stage(task, old)
+
+    class FailingWriter:
+        def __init__(self, sink: object, schema: pa.Schema) -> None:
+            self.sink = sink
+
+        def __enter__(self) -> FailingWriter:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def write_table(self, table: pa.Table) -> None:
+            if isinstance(self.sink, str):
+                Path(self.sink).write_bytes(b"ARROW1 half")
+            else:
+                self.sink.write(b"ARROW1 half")  # type: ignore[attr-defined]
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(staging.pa.ipc, "new_file", FailingWriter)
+    with pytest.raises(StorageError, match="No space"):
+        staging.replace(task, pa.table({"a": [1, 2]}))
+    monkeypatch.undo()
+    if lake.is_s3:
+        assert not lake.exists("_staging/run/t.arrow")  # no abort in pyarrow: deleted
+    else:
+        assert staging.read_table(task).equals(old)
+        assert [p.name for p in (Path(lake.uri) / "_staging" / "run").iterdir()] == ["t.arrow"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -60,6 +60,24 @@ def test_a_missing_source_file_is_not_taken_for_a_missing_folder(tmp_path: Path)
     with pytest.raises(FileNotFoundError):
         lake.put_file(tmp_path / "absent.zip", "bronze/a/object.zip")
     assert [p.name for p in (tmp_path / "lake" / "bronze" / "a").iterdir()] == []
+
+
+def test_a_failed_upload_leaves_no_partial_object_on_s3(
+    s3_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow publishes a half-written S3 object on close; the lake deletes it instead."""
+    lake = Lake.at(s3_root)
+    local = tmp_path / "object.zip"
+    local.write_bytes(b"0123456789" * 1000)
+
+    def cut_short(source: Any, sink: Any, length: int = 0) -> None:
+        sink.write(source.read(100))
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("crypto_lakehouse.storage.lake.shutil.copyfileobj", cut_short)
+    with pytest.raises(StorageError, match="Input/output error"):
+        lake.put_file(local, "bronze/object.zip")
+    assert not lake.exists("bronze/object.zip")
 
 
 def test_open_input_reads_an_object_at_random_on_local_disk_and_s3(lake_root: str) -> None:

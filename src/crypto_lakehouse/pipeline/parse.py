@@ -286,16 +286,7 @@ def _dedupe_staged(result: ParsedFile, dataset: Dataset) -> ParsedFile:
     unique = frame.unique(subset=list(dataset.primary_key), keep="first", maintain_order=True)
     if unique.height == frame.height:
         return result
-    arrow = unique.to_arrow()
-    if result.task.stage_lake is None:
-        path = result.task.staged_path
-        tmp = Path(path).with_suffix(".dedupe")
-        with pa.ipc.new_file(str(tmp), arrow.schema) as writer:
-            writer.write_table(arrow)
-        tmp.replace(path)
-    else:  # a lake stage: S3 replaces the object whole on close; only this run reads it
-        with staging.open_sink(result.task) as sink, pa.ipc.new_file(sink, arrow.schema) as out:
-            out.write_table(arrow)
+    staging.replace(result.task, unique.to_arrow())
     dropped = frame.height - unique.height
     return replace(result, rows=unique.height, duplicates=result.duplicates + dropped)
 

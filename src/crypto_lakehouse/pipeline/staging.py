@@ -21,6 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from crypto_lakehouse.exceptions import StorageError
+from crypto_lakehouse.storage.lake import whole_or_nothing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -57,6 +58,34 @@ def open_sink(task: ParseTask) -> pa.NativeFile:
         if isinstance(fs, pafs.LocalFileSystem):  # S3 has no folders to create
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return fs.open_output_stream(path)
+    except OSError as exc:
+        raise StorageError(f"could not stage {path}: {exc}") from exc
+
+
+def replace(task: ParseTask, table: pa.Table) -> None:
+    """Replace a task's staged rows whole: readers see the old file or the new, never half.
+
+    On disk (the run's temp folder or a local lake) through a temp name and a rename; in an
+    S3 lake, one object written whole or not at all (`whole_or_nothing`).
+
+    Raises:
+        StorageError: the new file could not be written.
+    """
+    fs, path = location(task)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            target = Path(path)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                with pa.ipc.new_file(str(tmp), table.schema) as writer:
+                    writer.write_table(table)
+                tmp.replace(target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            return
+        with whole_or_nothing(fs, path) as sink, pa.ipc.new_file(sink, table.schema) as out:
+            out.write_table(table)
     except OSError as exc:
         raise StorageError(f"could not stage {path}: {exc}") from exc
 

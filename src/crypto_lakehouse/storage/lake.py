@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -17,7 +18,7 @@ import pyarrow.fs as pafs
 from crypto_lakehouse.exceptions import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 
 def _s3_options(env: Mapping[str, str]) -> dict[str, str]:
@@ -96,7 +97,7 @@ class Lake:
             return
         fs, base = self.filesystem()
         try:
-            with local.open("rb") as source, fs.open_output_stream(f"{base}/{relative}") as sink:
+            with local.open("rb") as source, whole_or_nothing(fs, f"{base}/{relative}") as sink:
                 shutil.copyfileobj(source, sink, 8 << 20)
         except OSError as exc:
             raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
@@ -108,7 +109,7 @@ class Lake:
             return
         fs, base = self.filesystem()
         try:
-            with fs.open_output_stream(f"{base}/{relative}") as sink:
+            with whole_or_nothing(fs, f"{base}/{relative}") as sink:
                 sink.write(data)
         except OSError as exc:
             raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
@@ -125,11 +126,9 @@ class Lake:
         try:
             try:
                 write(tmp)
-            except FileNotFoundError:
-                if target.parent.is_dir():
-                    raise
+            except FileNotFoundError:  # its folder, unless another write just made it
                 target.parent.mkdir(parents=True, exist_ok=True)
-                write(tmp)
+                write(tmp)  # raises again when what is missing is `put_file`'s source
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -173,6 +172,28 @@ class Lake:
         except OSError:
             return []
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+@contextlib.contextmanager
+def whole_or_nothing(fs: pafs.FileSystem, path: str) -> Iterator[pa.NativeFile]:
+    """Open an object store object for writing; a failed write leaves no object at `path`.
+
+    pyarrow's S3 output stream completes its upload when closed, also when the block that
+    wrote it failed half-way: the partial bytes appear at the key (seen on moto with a 7-byte
+    and a 12 MB multipart body). There is no abort, so after a failure the object is closed
+    and deleted. A previous object at the key is lost either way; bronze and staging keys
+    are fresh per revision and per run.
+    """
+    sink = fs.open_output_stream(path)
+    try:
+        yield sink
+    except BaseException:
+        with contextlib.suppress(Exception):
+            sink.close()
+        with contextlib.suppress(Exception):
+            fs.delete_file(path)
+        raise
+    sink.close()
 
 
 #: Temp names are unique per process (pid and a random token) and per write (a counter).
