@@ -124,10 +124,9 @@ def _silver_rows(uri: str) -> pl.DataFrame:
     return frame.drop("_ingested_at").sort("open_time")
 
 
-def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """What waits when nothing more downloads is split evenly, busy workers included."""
+@pytest.fixture
+def started_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of each batch `schedule_batches` starts, instead of starting it."""
     started: list[int] = []
 
     def start(run: Any, size: int) -> None:
@@ -136,36 +135,40 @@ def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
         run.batches_running += 1
 
     monkeypatch.setattr(small_files, "start_batch", start)
-    run = SimpleNamespace(small=list(range(59)), workers=2, batches_running=1, awaiting=0,
-                          settings=SimpleNamespace(parse_batch_files=64))  # fmt: skip
-    small_files.schedule_batches(run)  # type: ignore[arg-type]
-    assert started == [30, 29]  # no tail of halving batches as workers free up
+    return started
+
+
+def _scheduled_run(waiting: int, *, busy: int, downloading: int) -> Any:
+    """A run with files waiting for a batch, two workers and 64-file batches."""
+    return SimpleNamespace(small=list(range(waiting)), workers=2, batches_running=busy,
+                           awaiting=downloading,
+                           settings=SimpleNamespace(parse_batch_files=64))  # fmt: skip
+
+
+def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
+    started_batches: list[int],
+) -> None:
+    """What waits when nothing more downloads is split evenly, busy workers included."""
+    run = _scheduled_run(59, busy=1, downloading=0)
+    small_files.schedule_batches(run)
+    assert started_batches == [30, 29]  # no tail of halving batches as workers free up
     assert run.small == []
-    started.clear()
-    run.small, run.batches_running = list(range(300)), 0
-    small_files.schedule_batches(run)  # type: ignore[arg-type]
-    assert started == [64, 64, 64, 64, 22, 22]
+    started_batches.clear()
+    run = _scheduled_run(300, busy=0, downloading=0)
+    small_files.schedule_batches(run)
+    assert started_batches == [64, 64, 64, 64, 22, 22]
 
 
 def test_while_files_download_batches_start_on_idle_workers_only(
-    monkeypatch: pytest.MonkeyPatch,
+    started_batches: list[int],
 ) -> None:
     """A short batch starts for an idle worker; with every worker busy, files wait to grow it."""
-    started: list[int] = []
-
-    def start(run: Any, size: int) -> None:
-        started.append(len(run.small[:size]))
-        run.small = run.small[size:]
-        run.batches_running += 1
-
-    monkeypatch.setattr(small_files, "start_batch", start)
-    run = SimpleNamespace(small=list(range(10)), workers=2, batches_running=1, awaiting=5,
-                          settings=SimpleNamespace(parse_batch_files=64))  # fmt: skip
-    small_files.schedule_batches(run)  # type: ignore[arg-type]
-    assert started == [10]
+    run = _scheduled_run(10, busy=1, downloading=5)
+    small_files.schedule_batches(run)
+    assert started_batches == [10]
     run.small = list(range(20))
-    small_files.schedule_batches(run)  # type: ignore[arg-type]
-    assert started == [10] and len(run.small) == 20
+    small_files.schedule_batches(run)
+    assert started_batches == [10] and len(run.small) == 20
     run.small = list(range(70))
-    small_files.schedule_batches(run)  # type: ignore[arg-type]
-    assert started == [10, 64] and len(run.small) == 6
+    small_files.schedule_batches(run)
+    assert started_batches == [10, 64] and len(run.small) == 6
