@@ -234,15 +234,16 @@ def _csv_bytes(output: Any) -> int:
 def stages_run(
     archive_url: str, listing_url: str, keys: list[str], request: dict[str, Any], top: int
 ) -> dict[str, Any]:
-    """Time the pipeline's stages one after another in one process, parse under cProfile.
+    """Time the pipeline's stages one after another in one process.
 
-    download (HTTP + sha256 + CHECKSUM) → bronze copy → parse_to_stage → silver.commit_files.
+    Each stage runs alone, so the sum shows what the parts cost without contending with each
+    other (the end-to-end run overlaps them on the same cores). Large files and tick files:
+    download to disk → bronze copy → parse (cProfile) → commit. Small bar files take the
+    ingest's batched path: fetch into memory (body and CHECKSUM) → bronze writes beside the
+    batch parse, in equal batches on one thread per core → one commit.
     """
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.datasets import get_dataset
-    from crypto_lakehouse.pipeline import silver
-    from crypto_lakehouse.pipeline.parse import ParseTask, parse_to_stage
-    from crypto_lakehouse.sources.binance.archive import ArchiveClient
     from crypto_lakehouse.storage.lake import Lake
 
     _quiet()
@@ -251,6 +252,86 @@ def stages_run(
                         binance_listing_url=listing_url)  # fmt: skip
     lake = Lake.at(settings.root)
     dataset = get_dataset(request["market"], request["data_type"])
+    try:
+        if not dataset.tick and request.get("period") == "daily":
+            return _batched_stages(settings, lake, dataset, keys, request, work)
+        return _file_stages(settings, lake, dataset, keys, request, work, top)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _task(settings: Any, dataset: Any, key: str, path: Path, request: dict[str, Any],
+          work: Path, now: datetime) -> Any:  # fmt: skip
+    """Describe the parse of one downloaded archive file as the pipeline would."""
+    from crypto_lakehouse.pipeline.parse import ParseTask
+
+    name = key.rsplit("/", 1)[-1].removesuffix(".zip")
+    stamp = name[-10:] if request.get("period") != "monthly" else name[-7:]
+    return ParseTask(
+        market=dataset.market, data_type=dataset.data_type, key=key,
+        symbol=key.split("/")[5] if dataset.market != "spot" else key.split("/")[4],
+        interval=request.get("interval"), period=request.get("period", "daily"),
+        stamp=stamp, revision=1, zip_path=str(path),
+        staged_path=str(work / "stage" / (key.replace("/", "_") + ".staged")),
+        chunk_bytes=settings.parse_batch_mb << 20, ingested_at=now,
+    )  # fmt: skip
+
+
+def _batched_stages(settings: Any, lake: Any, dataset: Any, keys: list[str],
+                    request: dict[str, Any], work: Path) -> dict[str, Any]:  # fmt: skip
+    """Small bar files, stage by stage, on the ingest's batched path."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
+    from crypto_lakehouse.pipeline.executor import worker_count
+    from crypto_lakehouse.pipeline.parse_batch import BatchFile, store_and_parse_batch
+    from crypto_lakehouse.sources.binance.archive import ArchiveClient
+    from crypto_lakehouse.storage.bronze import bronze_path
+
+    async def fetch_all() -> list[Any]:
+        async with ArchiveClient(settings) as client:
+            return list(await asyncio.gather(*(client.fetch(k, work / "spill") for k in keys)))
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    bodies = asyncio.run(fetch_all())
+    timings["download_s"] = time.perf_counter() - started
+    now = datetime.now(UTC)
+    files = [BatchFile(_task(settings, dataset, b.key, work / b.key, request, work, now),
+                       body=b.data, bronze_path=bronze_path(b.key, 1))
+             for b in sorted(bodies, key=lambda b: b.key)]  # fmt: skip
+    workers = worker_count(settings.workers)
+    count = workers * -(-len(files) // (workers * settings.parse_batch_files))
+    size = -(-len(files) // count)
+    uri = lake.table_uri("silver", dataset.table)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        batches = [files[i : i + size] for i in range(0, len(files), size)]
+        writes = [w for ws in pool.map(lambda b: store_and_parse_batch(b, lake, uri), batches)
+                  for w in ws]  # fmt: skip
+    timings["bronze_copy_s"] = 0.0
+    timings["parse_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    commit_bar_files(lake, dataset, [w.parsed for w in writes], writes, first_loads=True)
+    timings["commit_s"] = time.perf_counter() - started
+    return {
+        **{k: round(v, 3) for k, v in timings.items()},
+        "path": f"batched: {len(batches)} batches of ≤ {size} files on {workers} threads, "
+        "bronze written beside the parse (parse_s includes it)",
+        "csv_bytes": sum(w.parsed.csv_bytes for w in writes),
+        "files": len(keys),
+        "parse_top": [],
+        "commit_top": [],
+    }
+
+
+def _file_stages(settings: Any, lake: Any, dataset: Any, keys: list[str],
+                 request: dict[str, Any], work: Path, top: int) -> dict[str, Any]:  # fmt: skip
+    """Large or tick files, stage by stage, one file at a time; parse and commit profiled."""
+    from crypto_lakehouse.pipeline import silver
+    from crypto_lakehouse.pipeline.parse import parse_to_stage
+    from crypto_lakehouse.sources.binance.archive import ArchiveClient
+
     timings: dict[str, float] = {}
 
     async def download_all() -> list[tuple[str, Path, int]]:
@@ -263,56 +344,43 @@ def stages_run(
 
             return list(await asyncio.gather(*(one(k) for k in keys)))
 
-    try:
-        started = time.perf_counter()
-        downloaded = asyncio.run(download_all())
-        timings["download_s"] = time.perf_counter() - started
-        started = time.perf_counter()
-        for key, path, _ in downloaded:
-            lake.put_file(path, f"bronze/{key}")
-        timings["bronze_copy_s"] = time.perf_counter() - started
-        now = datetime.now(UTC)
-        tasks = []
-        for key, path, _ in downloaded:
-            name = key.rsplit("/", 1)[-1].removesuffix(".zip")
-            stamp = name[-10:] if request.get("period") != "monthly" else name[-7:]
-            tasks.append(ParseTask(
-                market=dataset.market, data_type=dataset.data_type, key=key,
-                symbol=key.split("/")[5] if dataset.market != "spot" else key.split("/")[4],
-                interval=request.get("interval"), period=request.get("period", "daily"),
-                stamp=stamp, revision=1, zip_path=str(path),
-                staged_path=str(work / "stage" / (key.replace("/", "_") + ".staged")),
-                chunk_bytes=settings.parse_batch_mb << 20, ingested_at=now,
-            ))  # fmt: skip
-        # Tick tables take the pipeline's direct path when it has one (workers write the
-        # table's Parquet files, one small transaction adds them); others stage and commit.
-        direct = _direct_module() if dataset.tick else None
-        uri = lake.table_uri("silver", dataset.table)
-        profile = cProfile.Profile()
-        started = time.perf_counter()
-        profile.enable()
+    started = time.perf_counter()
+    downloaded = asyncio.run(download_all())
+    timings["download_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for key, path, _ in downloaded:
+        lake.put_file(path, f"bronze/{key}")
+    timings["bronze_copy_s"] = time.perf_counter() - started
+    now = datetime.now(UTC)
+    tasks = [_task(settings, dataset, key, path, request, work, now)
+             for key, path, _ in downloaded]  # fmt: skip
+    # Tick tables take the pipeline's direct path when it has one (workers write the
+    # table's Parquet files, one small transaction adds them); others stage and commit.
+    direct = _direct_module() if dataset.tick else None
+    uri = lake.table_uri("silver", dataset.table)
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    profile.enable()
+    if direct is not None:
+        outputs: list[Any] = [
+            direct.write_tick_files(task, uri, lake.storage_options) for task in tasks
+        ]
+    else:
+        outputs = [parse_to_stage(task) for task in tasks]
+    profile.disable()
+    timings["parse_s"] = time.perf_counter() - started
+    csv_bytes = sum(_csv_bytes(o) for o in outputs)
+    commit_profile = cProfile.Profile()
+    started = time.perf_counter()
+    commit_profile.enable()
+    batch = settings.commit_batch_files
+    for first in range(0, len(outputs), batch):
         if direct is not None:
-            outputs: list[Any] = [
-                direct.write_tick_files(task, uri, lake.storage_options) for task in tasks
-            ]
+            direct.commit_tick_files(lake, dataset, outputs[first : first + batch])
         else:
-            outputs = [parse_to_stage(task) for task in tasks]
-        profile.disable()
-        timings["parse_s"] = time.perf_counter() - started
-        csv_bytes = sum(_csv_bytes(o) for o in outputs)
-        commit_profile = cProfile.Profile()
-        started = time.perf_counter()
-        commit_profile.enable()
-        batch = settings.commit_batch_files
-        for first in range(0, len(outputs), batch):
-            if direct is not None:
-                direct.commit_tick_files(lake, dataset, outputs[first : first + batch])
-            else:
-                silver.commit_files(lake, outputs[first : first + batch])
-        commit_profile.disable()
-        timings["commit_s"] = time.perf_counter() - started
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            silver.commit_files(lake, outputs[first : first + batch])
+    commit_profile.disable()
+    timings["commit_s"] = time.perf_counter() - started
     return {
         **{k: round(v, 3) for k, v in timings.items()},
         "path": "direct (workers write table files)" if direct is not None else "staged",

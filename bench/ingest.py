@@ -143,7 +143,12 @@ def _print_profile(title: str, profile: dict[str, Any]) -> None:
         seconds = profile[stage]
         speed = csv_mb / seconds if seconds else 0.0
         print(f"   {stage:<16}{seconds:>8.2f} s  {speed:>8.1f} MB/s of CSV")
+    total = sum(profile[stage] for stage in ("download_s", "bronze_copy_s", "parse_s", "commit_s"))
+    print(f"   {'sum of stages':<16}{total:>8.2f} s  {csv_mb / total if total else 0:>8.1f} MB/s "
+          "of CSV (each alone; the ingest overlaps them on the same cores)")  # fmt: skip
     for part in ("parse_top", "commit_top"):
+        if not profile[part]:
+            continue
         print(f"   {part} (cumulative s / own s / calls):")
         for row in profile[part][:12]:
             print(f"     {row['cumtime_s']:>7.2f} {row['tottime_s']:>7.2f} {row['calls']:>8}  "
