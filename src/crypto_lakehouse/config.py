@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +42,12 @@ class Settings(BaseSettings):
     )
     parse_batch_files: int = Field(
         default=64, ge=1, description="Small files parsed together in one pass"
+    )
+    # Beside the downloads, a parse only pays when they leave the cores idle (`loop_load`).
+    overlap_parse: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Parse small files while others download: auto = only while the "
+        "downloads leave the event loop mostly idle (a remote archive, not a fast mirror)",
     )
     # A commit costs a table open and a predicate scan whatever its size, so files wait for
     # one: hundreds of daily files land in one commit, a monthly tick file in its own.

@@ -57,7 +57,8 @@ def test_batches_start_small_while_workers_are_idle(
     _publish_days(archive_root, date(2021, 1, 1), 24)
     sizes = _count_batches(monkeypatch)
     root = str(tmp_path / "lake")
-    settings = settings_for(root, parse_batch_files=16, workers=2, auto_compact=False)
+    settings = settings_for(root, parse_batch_files=16, workers=2, auto_compact=False,
+                            overlap_parse="always")  # fmt: skip
     request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
                             date(2021, 1, 24))  # fmt: skip
     result = asyncio.run(ingest(request, settings))
@@ -67,6 +68,25 @@ def test_batches_start_small_while_workers_are_idle(
     assert len(sizes) >= 2
     assert max(sizes) <= 16
     assert sizes[0] == 2  # the first batch starts with an eighth of 16, on an idle worker
+
+
+def test_files_wait_for_the_downloads_when_overlap_is_off(
+    tmp_path: Path,
+    settings_for: Callable[..., Settings],
+    archive_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With `overlap_parse=never` every file waits, then equal batches share the workers."""
+    _publish_days(archive_root, date(2021, 1, 1), 24)
+    sizes = _count_batches(monkeypatch)
+    settings = settings_for(str(tmp_path / "lake"), parse_batch_files=16, workers=2,
+                            auto_compact=False, overlap_parse="never")  # fmt: skip
+    request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
+                            date(2021, 1, 24))  # fmt: skip
+    result = asyncio.run(ingest(request, settings))
+    assert result.ok
+    assert result.rows_loaded == 24 * 30
+    assert sizes == [12, 12]
 
 
 def test_a_refused_bronze_write_fails_those_files_and_loads_the_others(
@@ -138,11 +158,26 @@ def started_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return started
 
 
-def _scheduled_run(waiting: int, *, busy: int, downloading: int) -> Any:
-    """A run with files waiting for a batch, two workers and 64-file batches."""
-    return SimpleNamespace(small=list(range(waiting)), workers=2, batches_running=busy,
-                           awaiting=downloading,
-                           settings=SimpleNamespace(parse_batch_files=64))  # fmt: skip
+class _Load:
+    """A loop load fixed at a share, in place of the measured one."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+
+    def busy_share(self) -> float:
+        return self.share
+
+
+def _scheduled_run(
+    waiting: int, *, busy: int, downloading: int, overlap: str = "always", loop: float = 0.0
+) -> Any:
+    """A run with 1 KB zips waiting for a batch, two workers and 64-file batches."""
+    return SimpleNamespace(
+        small=list(range(waiting)), held_bytes=waiting * 1024, workers=2,
+        batches_running=busy, awaiting=downloading, loop_load=_Load(loop),
+        settings=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap,
+                                 memory_budget_mb=2048),
+    )  # fmt: skip
 
 
 def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
@@ -156,7 +191,7 @@ def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
     started_batches.clear()
     run = _scheduled_run(300, busy=0, downloading=0)
     small_files.schedule_batches(run)
-    assert started_batches == [64, 64, 64, 64, 22, 22]
+    assert started_batches == [50] * 6  # 300 files, 2 workers, at most 64 a batch
 
 
 def test_while_files_download_batches_start_on_idle_workers_only(
@@ -172,3 +207,30 @@ def test_while_files_download_batches_start_on_idle_workers_only(
     run.small = list(range(70))
     small_files.schedule_batches(run)
     assert started_batches == [10, 64] and len(run.small) == 6
+
+
+def test_a_busy_loop_holds_files_until_the_downloads_end(started_batches: list[int]) -> None:
+    """In auto mode, downloads that keep the loop busy are not joined by parses."""
+    run = _scheduled_run(70, busy=0, downloading=5, overlap="auto", loop=0.9)
+    small_files.schedule_batches(run)
+    assert started_batches == []
+    run.loop_load = _Load(0.1)  # the downloads now wait on the network
+    small_files.schedule_batches(run)
+    assert started_batches == [64]  # the 6 left wait to grow: 8 make a batch beside downloads
+    started_batches.clear()
+    run = _scheduled_run(70, busy=0, downloading=5, overlap="never", loop=0.0)
+    small_files.schedule_batches(run)
+    assert started_batches == []
+    run.awaiting = 0
+    small_files.schedule_batches(run)
+    assert started_batches == [35, 35]
+
+
+def test_held_zips_never_exceed_an_eighth_of_the_memory_budget(
+    started_batches: list[int],
+) -> None:
+    """A fast mirror cannot make files pile up in memory: past the limit, batches start."""
+    run = _scheduled_run(70, busy=0, downloading=500, overlap="never")
+    run.held_bytes = small_files.hold_limit_bytes(run)  # 256 MB of a 2 GB budget
+    small_files.schedule_batches(run)
+    assert started_batches == [64]

@@ -52,6 +52,7 @@ from crypto_lakehouse.pipeline.ingest_run import (
     superseded_event,
     tables_prepared,
 )
+from crypto_lakehouse.pipeline.loop_load import LoopLoad
 from crypto_lakehouse.pipeline.memory import plan_memory
 from crypto_lakehouse.pipeline.overlap import StreamedParse
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
@@ -259,6 +260,7 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
     log.info("ingest_planned", table=run.dataset.table, files=len(planned), todo=len(todo),
              missing=len(missing))  # fmt: skip
     run.awaiting = len(todo)
+    run.loop_load = LoopLoad()  # the downloads' load, not the listing's
     tasks = [
         asyncio.create_task(_process(run, archive, plan, action, current.get(plan.key)))
         for plan, action in todo

@@ -17,6 +17,7 @@ from crypto_lakehouse.exceptions import ChecksumMismatchError, LakehouseError
 from crypto_lakehouse.pipeline import silver, staging
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
 from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
+from crypto_lakehouse.pipeline.loop_load import LoopLoad
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
 from crypto_lakehouse.pipeline.supersede import report_batch_supersessions
 from crypto_lakehouse.storage import tables
@@ -83,6 +84,10 @@ class IngestRun:
     batch_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: Files still downloading (or still to start); at 0 the held files are shared out.
     awaiting: int = 0
+    #: Bytes of the held files' zips kept in memory (bounded: `small_files.hold_limit_bytes`).
+    held_bytes: int = 0
+    #: The event loop's load since the downloads began (`small_files.schedule_batches`).
+    loop_load: LoopLoad = field(default_factory=LoopLoad)
     _arrived: set[str] = field(default_factory=set)
 
     def awaiting_done(self, key: str) -> bool:

@@ -1,10 +1,11 @@
 """Small bar files: held after their download, then stored and parsed in batches.
 
-A batch starts as soon as a worker is idle, with an eighth of `parse_batch_files`, and grows
-while every worker is busy; when nothing is left to download, what waits is split into one
-batch per worker. The batch's worker parses them in one polars pass while the bronze objects are
-written beside it, and writes silver once they are stored (`parse_batch.store_and_parse_batch`);
-on any doubt each file gets its own parse.
+While the downloads leave the event loop idle (a remote archive), a batch starts as soon as a
+worker is idle, with an eighth of `parse_batch_files`, and grows while every worker is busy;
+while they keep it busy (a fast mirror), files wait for the downloads to end. Then what waits
+is split into one batch per worker. The batch's worker parses them in one polars pass while
+the bronze objects are written beside it, and writes silver once they are stored
+(`parse_batch.store_and_parse_batch`); on any doubt each file gets its own parse.
 """
 
 from __future__ import annotations
@@ -39,34 +40,62 @@ def batched(run: IngestRun, entry: ManifestEntry) -> bool:
     return not run.dataset.tick and entry.size <= SMALL_FILE_BYTES
 
 
+#: The loop's CPU share above which downloads count as keeping it busy (`loop_load`).
+BUSY_LOOP_SHARE = 0.5
+
+
 def hold(run: IngestRun, held: HeldFile) -> None:
     """Hold a small file for a batch parse, and start batches on idle workers."""
     run.small.append(held)
+    run.held_bytes += len(held.body or b"")
     run.awaiting_done(held.plan.key)
     schedule_batches(run)
+
+
+def hold_limit_bytes(run: IngestRun) -> int:
+    """Return how many bytes of held zips may wait in memory: an eighth of the budget."""
+    return (run.settings.memory_budget_mb << 20) // 8
+
+
+def _wait_for_downloads(run: IngestRun) -> bool:
+    """Tell whether held files wait until the downloads end, instead of parsing beside them.
+
+    They wait while the downloads keep the event loop busy (a fast mirror: a parse beside
+    them only contends for the cores and the GIL), unless `overlap_parse` says otherwise,
+    and never past `hold_limit_bytes` of zips in memory.
+    """
+    mode = run.settings.overlap_parse
+    if mode == "always" or run.held_bytes >= hold_limit_bytes(run):
+        return False
+    return mode == "never" or run.loop_load.busy_share() >= BUSY_LOOP_SHARE
 
 
 def schedule_batches(run: IngestRun) -> None:
     """Start batch parses of the held small files while workers are free.
 
-    A batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
+    While files download, and the downloads leave the loop idle (`_wait_for_downloads`), a
+    batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
     while a worker is idle: workers start early and keep busy beside the downloads, and the
     batches grow only while they are all busy. Once nothing more is downloading, what waits
-    is split into one equal batch per worker, all started at once (queued behind busy
-    workers), so the last batches end together. Splitting again each time a worker freed up
-    made a tail of ever smaller batches (38, 19, 9, 5, 2, 1, 1 files after 225), each paying a
-    batch's fixed cost: in isolation, 300 files in that shape took 0.27 s, in six equal
-    batches 0.21-0.25 s.
+    is split into equal batches of at most `parse_batch_files`, a multiple of the workers in
+    number, all started at once (queued behind busy workers), so the last ones end
+    together. Splitting again each time a worker freed up made a tail of ever smaller
+    batches (38, 19, 9, 5, 2, 1, 1 files after 225), each paying a batch's fixed cost: in
+    isolation, 300 files in that shape took 0.27 s, in six equal batches 0.21-0.25 s.
     """
     limit = run.settings.parse_batch_files
     while run.small:
         waiting = len(run.small)
-        if waiting >= limit:
-            start_batch(run, limit)
-        elif run.awaiting == 0:
-            share = -(-waiting // run.workers)
+        downloading = run.awaiting > 0
+        if downloading and _wait_for_downloads(run):
+            return
+        if not downloading:
+            batches = run.workers * -(-waiting // (run.workers * limit))
+            share = -(-waiting // batches)
             while run.small:
                 start_batch(run, share)
+        elif waiting >= limit:
+            start_batch(run, limit)
         elif run.workers - run.batches_running <= 0:
             return
         elif waiting >= max(1, limit // 8):
@@ -81,6 +110,7 @@ def start_batch(run: IngestRun, size: int) -> None:
     batch, run.small = run.small[:size], run.small[size:]
     if not batch:
         return
+    run.held_bytes -= sum(len(held.body or b"") for held in batch)
     run.batches_running += 1
     task = asyncio.create_task(_parse_batch(run, batch))
     run.batch_tasks.add(task)
