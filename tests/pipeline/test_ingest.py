@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
+import pytest
 
-from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.datasets import get_dataset
+from crypto_lakehouse.exceptions import SourceError
+from crypto_lakehouse.pipeline.ingest import IngestRequest, _discover, ingest
 from crypto_lakehouse.query.engine import QueryEngine
+from crypto_lakehouse.sources.binance.archive import ArchiveClient
 from crypto_lakehouse.storage.bronze import Manifest
 from crypto_lakehouse.storage.lake import Lake
 from tests.servers.archive_files import publish
@@ -269,3 +274,41 @@ def test_tables_are_created_beside_the_downloads_even_when_nothing_loads(
     assert silver.to_pyarrow_dataset().count_rows() == 0
     current = Manifest(Lake.at(root)).current()
     assert {entry.status for entry in current.values()} == {"missing_upstream"}
+
+
+FOUR_SYMBOLS = IngestRequest("spot", "klines", ("ADAUSDT", "BTCUSDT", "ETHUSDT", "XRPUSDT"),
+                             "1m", date(2020, 1, 1), date(2020, 1, 3))  # fmt: skip
+
+
+def test_symbols_are_listed_at_once(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive: ArchiveServer
+) -> None:
+    """Eight listings held 0.3 s each by the archive take about 0.3 s together, not 2.4 s."""
+    archive.faults.add("listing", Fault.delay(0.3), times=8)
+    settings = settings_for(str(tmp_path / "lake"))
+
+    async def discover() -> tuple[float, list[str]]:
+        async with ArchiveClient(settings) as client:
+            started = time.perf_counter()
+            planned, _ = await _discover(get_dataset("spot", "klines"), FOUR_SYMBOLS, client)
+            return time.perf_counter() - started, [p.key for p in planned]
+
+    took, keys = asyncio.run(discover())
+    assert archive.faults.pending("listing") == 0
+    assert took < 1.2
+    assert keys == [f"{SPOT_1M}BTCUSDT-1m-2020-01-0{day}.zip" for day in (1, 2, 3)]
+
+
+def test_a_listing_that_fails_stops_the_run_and_leaves_no_listing_behind(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive: ArchiveServer
+) -> None:
+    """One listing failing after its retries raises as is; the other listings are cancelled."""
+    archive.faults.add("listing", Fault.status(500), times=40)
+    settings = settings_for(str(tmp_path / "lake"), http_retries=1, retry_backoff_seconds=0)
+
+    async def run_and_count_leftovers() -> int:
+        with pytest.raises(SourceError, match="500"):
+            await ingest(FOUR_SYMBOLS, settings)
+        return len(asyncio.all_tasks()) - 1  # this coroutine's own task
+
+    assert asyncio.run(run_and_count_leftovers()) == 0

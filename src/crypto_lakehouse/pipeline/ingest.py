@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
@@ -77,12 +77,13 @@ from crypto_lakehouse.storage.lake import Lake
 from crypto_lakehouse.storage.maintenance import auto_compact
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.sources.binance.listing import ArchiveObject
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,21 +354,40 @@ async def _discover(
         for period in dataset.periods:
             symbols += await archive.list_symbols(dataset.symbols_prefix(period))
         symbols = sorted(set(symbols))
+    periods = [p for p in dataset.periods if request.period in ("auto", p)]
+    # Every listing at once (the client's semaphore bounds them): one after another, a
+    # hundred symbols cost a hundred round trips to the archive before the first download.
+    listings = await _all_or_none([
+        archive.list_all(dataset.archive_prefix(period, symbol, request.interval))
+        for symbol in symbols for period in periods
+    ])  # fmt: skip
     planned: list[PlannedFile] = []
     missing: list[PlannedFile] = []
-    for symbol in symbols:
-        listed: dict[str, list[ArchiveObject]] = {}
-        for period in dataset.periods:
-            if request.period not in ("auto", period):
-                continue
-            prefix = dataset.archive_prefix(period, symbol, request.interval)
-            listed[period], _ = await archive.list_all(prefix)
+    for index, symbol in enumerate(symbols):
+        first = index * len(periods)
+        listed: dict[str, list[ArchiveObject]] = {
+            period: objects
+            for period, (objects, _) in zip(periods, listings[first : first + len(periods)],
+                                            strict=True)
+        }  # fmt: skip
         chosen, absent = select_files(
             dataset, symbol, listed, start=request.start, end=request.end, mode=request.period
         )
         planned += chosen
         missing += absent
     return planned, missing
+
+
+async def _all_or_none(calls: list[Coroutine[object, object, _T]]) -> list[_T]:
+    """Await calls concurrently; on the first failure cancel the rest and raise it as is."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _process(
