@@ -47,23 +47,35 @@ def _count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def test_batches_start_small_while_workers_are_idle(
+@pytest.fixture
+def ingest_24_days(
     tmp_path: Path,
     settings_for: Callable[..., Settings],
     archive_root: Path,
     monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[str], list[int]]:
+    """Ingest 24 daily files with 16-file batches on 2 workers; return the batch sizes."""
+
+    def run(overlap: str) -> list[int]:
+        _publish_days(archive_root, date(2021, 1, 1), 24)
+        sizes = _count_batches(monkeypatch)
+        settings = settings_for(str(tmp_path / "lake"), parse_batch_files=16, workers=2,
+                                auto_compact=False, overlap_parse=overlap)  # fmt: skip
+        request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
+                                date(2021, 1, 24))  # fmt: skip
+        result = asyncio.run(ingest(request, settings))
+        assert result.ok
+        assert result.rows_loaded == 24 * 30
+        return sizes
+
+    return run
+
+
+def test_batches_start_small_while_workers_are_idle(
+    ingest_24_days: Callable[[str], list[int]],
 ) -> None:
     """A worker that waits takes a batch of an eighth; no batch exceeds parse_batch_files."""
-    _publish_days(archive_root, date(2021, 1, 1), 24)
-    sizes = _count_batches(monkeypatch)
-    root = str(tmp_path / "lake")
-    settings = settings_for(root, parse_batch_files=16, workers=2, auto_compact=False,
-                            overlap_parse="always")  # fmt: skip
-    request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
-                            date(2021, 1, 24))  # fmt: skip
-    result = asyncio.run(ingest(request, settings))
-    assert result.ok
-    assert result.rows_loaded == 24 * 30
+    sizes = ingest_24_days("always")
     assert sum(sizes) == 24
     assert len(sizes) >= 2
     assert max(sizes) <= 16
@@ -71,22 +83,10 @@ def test_batches_start_small_while_workers_are_idle(
 
 
 def test_files_wait_for_the_downloads_when_overlap_is_off(
-    tmp_path: Path,
-    settings_for: Callable[..., Settings],
-    archive_root: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    ingest_24_days: Callable[[str], list[int]],
 ) -> None:
     """With `overlap_parse=never` every file waits, then equal batches share the workers."""
-    _publish_days(archive_root, date(2021, 1, 1), 24)
-    sizes = _count_batches(monkeypatch)
-    settings = settings_for(str(tmp_path / "lake"), parse_batch_files=16, workers=2,
-                            auto_compact=False, overlap_parse="never")  # fmt: skip
-    request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
-                            date(2021, 1, 24))  # fmt: skip
-    result = asyncio.run(ingest(request, settings))
-    assert result.ok
-    assert result.rows_loaded == 24 * 30
-    assert sizes == [12, 12]
+    assert ingest_24_days("never") == [12, 12]
 
 
 def test_a_refused_bronze_write_fails_those_files_and_loads_the_others(
