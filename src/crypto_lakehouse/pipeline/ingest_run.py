@@ -51,7 +51,7 @@ class HeldFile:
     entry: ManifestEntry
     previous: ManifestEntry | None
     local: Path | None = None
-    body: bytes | None = None
+    body: bytes | None = field(default=None, repr=False)  # a repr must not print the zip
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ threads racing for the same folder).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +58,7 @@ class BatchFile:
 
     task: ParseTask
     #: The zip as downloaded (checksum verified), to be stored at `bronze_path` first.
-    body: bytes | None = None
+    body: bytes | None = field(default=None, repr=False)  # a repr must not print the zip
     bronze_path: str = ""
 
 
