@@ -57,7 +57,7 @@ def store_body(run: IngestRun, data: bytes, path: str) -> Path:
 
 def body_path(run: IngestRun, path: str) -> Path:
     """Return where `store_body` leaves the local file of the bronze object `path`."""
-    return run.workdir / "download" / path if run.lake.is_s3 else Path(run.lake.uri) / path
+    return run.download_dir / path if run.lake.is_s3 else Path(f"{run.lake.uri}/{path}")
 
 
 def task_for(
@@ -81,7 +81,7 @@ def task_for(
         symbol=plan.symbol, interval=interval, period=plan.period, stamp=plan.stamp,
         revision=revision, zip_path="" if remote else str(local),
         staged_path=f"{run.stage_prefix}/{staged_name}" if remote
-        else str(run.workdir / "stage" / staged_name),
+        else f"{run.workdir}/stage/{staged_name}",
         chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started, growing=growing,
         bronze=(run.lake, bronze_path(plan.key, revision)) if remote else None,
         stage_lake=run.lake if remote else None,

@@ -489,10 +489,10 @@ async def _download(
     assert plan.listed is not None
     got: Download | Body
     if plan.listed.size <= SMALL_FILE_BYTES and on_body is None:
-        got = await archive.fetch(plan.key, run.workdir / "download")
+        got = await archive.fetch(plan.key, run.download_dir)
     else:
         sha = await archive.fetch_checksum(plan.key)
-        got = await archive.download(plan.key, run.workdir / "download", sha, on_body=on_body)
+        got = await archive.download(plan.key, run.download_dir, sha, on_body=on_body)
     run.progress.downloaded(got.size)
     revision = 1
     if previous is not None and previous.sha256:

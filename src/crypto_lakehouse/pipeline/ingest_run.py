@@ -89,6 +89,11 @@ class IngestRun:
     #: The event loop's load since the downloads began (`small_files.schedule_batches`).
     loop_load: LoopLoad = field(default_factory=LoopLoad)
     _arrived: set[str] = field(default_factory=set)
+    #: Where downloads and spilled bad bodies go: one `Path` per run, not one per file.
+    download_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.download_dir = self.workdir / "download"
 
     def awaiting_done(self, key: str) -> bool:
         """Count a file as no longer downloading (once); tell whether it was the last one."""
