@@ -230,27 +230,28 @@ class ServedArchive:
     listing_url: str
 
 
-def _serve(root: str, conn: Connection) -> None:
+def _serve(root: str, latency_s: float, conn: Connection) -> None:
     """Child: serve `root` with the archive stand-in (ETags warmed) until the parent says stop."""
     ensure_paths()
     from tests.servers.archive_server import ArchiveServer
 
-    with ArchiveServer(Path(root)) as server:
+    with ArchiveServer(Path(root), latency=latency_s) as server:
         server.warm_etags()
         conn.send((server.archive_url, server.listing_url))
         conn.recv()  # blocks until the parent is done
 
 
 @contextlib.contextmanager
-def served_archive(root: Path) -> Iterator[ServedArchive]:
+def served_archive(root: Path, latency_s: float = 0.0) -> Iterator[ServedArchive]:
     """Run the archive stand-in in a spawned process, as the real archive is another machine.
 
     In the benchmark's own process its threads would compete for one GIL with the memory
-    sampler; in its own process it only competes for the cores.
+    sampler; in its own process it only competes for the cores. Every answer waits
+    `latency_s` first, as a distant archive's round trip does.
     """
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=_serve, args=(str(root), child), daemon=True)
+    process = context.Process(target=_serve, args=(str(root), latency_s, child), daemon=True)
     process.start()
     try:
         archive_url, listing_url = parent.recv()

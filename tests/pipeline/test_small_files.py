@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from crypto_lakehouse.config import Settings
+    from tests.servers.archive_server import ArchiveServer
 
 ETH_1M = "data/spot/daily/klines/ETHUSDT/1m/"
 
@@ -87,6 +88,17 @@ def test_files_wait_for_the_downloads_when_overlap_is_off(
 ) -> None:
     """With `overlap_parse=never` every file waits, then equal batches share the workers."""
     assert ingest_24_days("never") == [12, 12]
+
+
+def test_files_parse_beside_the_downloads_of_a_distant_archive(
+    ingest_24_days: Callable[[str], list[int]], archive: ArchiveServer
+) -> None:
+    """With a CDN's round trip on every request the loop idles, so `auto` parses meanwhile."""
+    archive.latency = 0.05
+    sizes = ingest_24_days("auto")
+    assert sum(sizes) == 24
+    assert sizes[0] < 12  # started while files were still downloading, not after them all
+    assert len(sizes) > 2
 
 
 def test_a_refused_bronze_write_fails_those_files_and_loads_the_others(

@@ -13,6 +13,11 @@ served from memory, the request path is resolved with plain string work, and big
 (> CHUNK_SIZE) go from disk to the socket with os.sendfile. Hashing a file on an ETag miss
 and walking the tree for a listing run in the loop's executor, and a delay fault awaits,
 so that one slow request never holds up the others.
+
+`latency` makes every answer wait that long first, as a distant CDN's round trip does: the
+local stand-in answers in a fraction of a millisecond, which no real archive does, and code
+that overlaps work with the network (`LAKEHOUSE_OVERLAP_PARSE=auto`) needs that wait to be
+measured against (`bench/ingest.py --latency-ms`).
 """
 
 from __future__ import annotations
@@ -296,7 +301,9 @@ class _Handler:
         self._root = str(app.root).rstrip("/")  # "" for "/": file paths are root + "/..."
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Apply any scripted fault, then route to the listing or a download."""
+        """Wait out the latency, apply any scripted fault, then route the request."""
+        if self.app.latency > 0:
+            await asyncio.sleep(self.app.latency)
         raw = request.raw_path
         if request.method not in ("GET", "HEAD"):  # as S3 answers a POST or PUT to the bucket
             return self._send(
@@ -571,10 +578,15 @@ class ArchiveServer:
         emit_next_marker: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        latency: float = 0.0,
     ) -> None:
-        """Serve root (laid out as data/...); listings return at most page_size entries."""
+        """Serve root (laid out as data/...); listings return at most page_size entries.
+
+        Every answer waits `latency` seconds first (it may be changed while serving).
+        """
         self.root = Path(root).resolve()
         self.page_size = page_size
+        self.latency = latency
         self.emit_next_marker = emit_next_marker
         self.host = host
         self.faults = FaultPlan()
@@ -727,6 +739,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="wait this long before every answer"
+    )
+    parser.add_argument(
         "--no-next-marker",
         action="store_true",
         help="omit NextMarker so clients must fall back to the last entry",
@@ -747,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         emit_next_marker=not args.no_next_marker,
+        latency=args.latency_ms / 1000,
     ).start()
     try:
         print(

@@ -528,6 +528,30 @@ def test_delay_fault_waits_then_serves_without_blocking_others(
     assert fast_elapsed < 0.5
 
 
+def test_latency_delays_every_answer_without_queueing_them(server: ArchiveServer) -> None:
+    """With `latency`, each request waits that long; eight at once still take about one wait."""
+    server.latency = 0.4
+    urls = [server.archive_url + ZIP_PATH, server.archive_url + ZIP_PATH + ".CHECKSUM"] * 4
+    with httpx.Client(timeout=10) as one:
+        started = time.monotonic()
+        assert one.get(urls[0]).status_code == 200
+        single = time.monotonic() - started
+    with ThreadPoolExecutor(8) as pool:
+        started = time.monotonic()
+        answers = list(pool.map(lambda url: httpx.get(url, timeout=10), urls))
+        together = time.monotonic() - started
+    server.latency = 0.0
+    with httpx.Client(timeout=10) as one:
+        started = time.monotonic()
+        assert one.get(urls[1]).status_code == 200
+        without = time.monotonic() - started
+    assert single >= 0.4
+    assert [a.status_code for a in answers] == [200] * 8
+    assert answers[0].content == (server.root / ZIP_PATH.lstrip("/")).read_bytes()
+    assert together < 1.2  # not 8 × 0.4 s: the waits overlap
+    assert without < 0.3
+
+
 def test_listing_target_faults_apply_to_listing_requests(
     server: ArchiveServer, client: httpx.Client
 ) -> None:
