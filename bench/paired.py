@@ -1,0 +1,170 @@
+"""Compare ingest variants of the small-file scenario by paired, alternating runs.
+
+This host's speed drifts by 10-20 % within minutes, so two variants measured one after the
+other differ by that much even when they do the same thing. Here the variants take turns,
+round after round, in reverse order every other round, each run in a fresh spawned process
+as in `bench/ingest.py`. The medians and the median of the per-round ratios to the first
+variant are reported.
+
+A variant is `name:key=value,...`. `latency_ms` sets the archive stand-in's wait before each
+answer (one stand-in per latency, all started up front); any other key is a Settings field.
+
+    .venv/bin/python bench/paired.py --rounds 8 \\
+        --variant "auto:latency_ms=10" --variant "never:latency_ms=10,overlap_parse=never"
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from _gen import WORK, klines_tree
+from _measure import (
+    MB,
+    ServedArchive,
+    cpu_info,
+    ensure_paths,
+    run_measured,
+    scratch,
+    served_archive,
+)
+from _steps import ingest_run
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Variant:
+    """One side of the comparison: a stand-in latency and Settings overrides."""
+
+    name: str
+    latency_ms: float = 0.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+
+
+def parse_variant(spec: str) -> Variant:
+    """Parse `name:key=value,...`; values read as int, then float, else text."""
+    name, _, rest = spec.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"variant {spec!r} has no name")
+    variant = Variant(name)
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{item!r} in {spec!r} is not key=value")
+        value = _value(text)
+        if key == "latency_ms":
+            variant.latency_ms = float(value)
+        else:
+            variant.overrides[key] = value
+    return variant
+
+
+def _value(text: str) -> int | float | str:
+    """Read a number when the text is one."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _request(keys: tuple[str, ...], days: int) -> dict[str, Any]:
+    """Return the ingest request covering the generated kline tree."""
+    symbols = sorted({key.split("/")[4] for key in keys})
+    last = date(2023, 1, 1).toordinal() + days - 1
+    return {"market": "spot", "data_type": "klines", "symbols": symbols, "interval": "1m",
+            "start": "2023-01-01", "end": date.fromordinal(last).isoformat(),
+            "period": "daily"}  # fmt: skip
+
+
+def run_rounds(variants: list[Variant], args: argparse.Namespace) -> int:
+    """Run every variant once per round, alternating the order; return the rows expected."""
+    tree = klines_tree(args.files, args.symbols)
+    request = _request(tree.keys, -(-args.files // args.symbols))
+    latencies = sorted({v.latency_ms for v in variants})
+    with contextlib.ExitStack() as stack:
+        servers: dict[float, ServedArchive] = {
+            ms: stack.enter_context(served_archive(tree.root, ms / 1000)) for ms in latencies
+        }
+        for number in range(args.rounds):
+            order = variants if number % 2 == 0 else variants[::-1]
+            for variant in order:
+                server = servers[variant.latency_ms]
+                lake = Path(tempfile.mkdtemp(prefix="lake-paired-", dir=args.scratch))
+                measured = run_measured(
+                    ingest_run, server.archive_url, server.listing_url, str(lake), request,
+                    "threads", args.workers, variant.overrides,
+                )  # fmt: skip
+                value = measured.value
+                if measured.error or value.get("rows") != tree.rows or value.get("failed"):
+                    print(f"{variant.name}: run failed: {measured.error or value}",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
+                variant.seconds.append(float(value["seconds"]))
+            print(f"round {number + 1}/{args.rounds}: " + ", ".join(
+                f"{v.name} {v.seconds[-1]:.3f} s" for v in variants))  # fmt: skip
+    _report(variants, tree.csv_bytes, args)
+    return 0
+
+
+def _report(variants: list[Variant], csv_bytes: int, args: argparse.Namespace) -> None:
+    """Print medians and paired ratios; write them as JSON."""
+    first = variants[0]
+    rows = []
+    print(f"\n{'variant':<16}{'median s':>10}{'MB/s':>8}{'min s':>8}{'ratio to ' + first.name:>22}")
+    for variant in variants:
+        median = statistics.median(variant.seconds)
+        ratio = statistics.median(
+            [mine / theirs for mine, theirs in zip(variant.seconds, first.seconds, strict=True)]
+        )
+        rows.append({"variant": variant.name, "latency_ms": variant.latency_ms,
+                     "overrides": variant.overrides, "seconds": variant.seconds,
+                     "median_s": round(median, 3), "mb_per_s": round(csv_bytes / MB / median, 1),
+                     "paired_ratio": round(ratio, 3)})  # fmt: skip
+        print(f"{variant.name:<16}{median:>10.3f}{csv_bytes / MB / median:>8.1f}"
+              f"{min(variant.seconds):>8.3f}{ratio:>22.3f}")  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"paired-{datetime.now(UTC).date().isoformat()}.json"
+    report = {"benchmark": "paired", "when": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": cpu_info(), "argv": sys.argv[1:], "files": args.files,
+              "rounds": args.rounds, "variants": rows}  # fmt: skip
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nresults written to {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the rounds."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", action="append", type=parse_variant, required=True,
+                        help="name:key=value,... (repeat; the first is the reference)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--files", type=int, default=300, help="kline files (300)")
+    parser.add_argument("--symbols", type=int, default=3, help="symbols (3, max 6)")
+    parser.add_argument("--workers", type=int, default=0, help="parse workers (0 = cores)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=WORK, help="where the lakes go, deleted at the end"
+    )
+    args = parser.parse_args(argv)
+    names = [v.name for v in args.variant]
+    if len(set(names)) != len(names):
+        parser.error(f"variant names must differ: {names}")
+    ensure_paths()
+    WORK.mkdir(parents=True, exist_ok=True)
+    with scratch(args.work_dir) as args.scratch:
+        return run_rounds(args.variant, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
