@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     binance_cm_ws_url: str = "wss://dstream.binance.com"
 
     # Archive round trips, not bandwidth, bound hundreds of small files from a distant CDN:
-    # against the stand-in at 20 ms a request, 300 daily files took 1.88 s with 8, 1.02 s with
+    # against the stand-in at 20 ms a request, 300 daily files took 1.88 s with 8, 1.03 s with
     # 16 and 0.72 s with 32; with no latency the concurrency made no difference.
     download_concurrency: int = Field(default=16, ge=1, le=64)
     http_timeout_seconds: float = Field(default=60.0, gt=0)
