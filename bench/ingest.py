@@ -7,7 +7,10 @@ Scenarios (issue 3, "Scale and speed"):
 Files are generated once and cached under bench/work/, served over HTTP by the archive
 stand-in (tests/servers/archive_server.py, in its own process), and ingested by
 `pipeline.ingest.ingest` into a fresh temporary lake per run. Each measured step runs in its
-own spawned process, --repeat times (3); the median run is reported, every run in the JSON.
+own spawned process, --repeat rounds (3) in which every step (baselines and ingests) runs once,
+in reverse order every other round, so the host's drift falls on all of them alike; the
+median run is reported, every run in the JSON, and for each ingest the median over the rounds
+of its speed against the one-process baseline of the same round ("paired").
 
     .venv/bin/python bench/ingest.py                       # both scenarios, default sizes
     .venv/bin/python bench/ingest.py --scenario big --csv-mb 4000 --executors processes
@@ -22,14 +25,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from _gen import WORK, Tree, big_tree, klines_tree
-from _measure import MB, Measured, cpu_info, ensure_paths, run_measured, scratch, served_archive
+from _measure import (
+    MB,
+    Measured,
+    ServedArchive,
+    cpu_info,
+    ensure_paths,
+    run_measured,
+    scratch,
+    served_archive,
+)
 from _steps import baseline_big, baseline_small, ingest_run, stages_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,44 +104,102 @@ def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def _ingest_rows(
+@dataclass
+class _Step:
+    """One measured step of a scenario: what it runs, and its runs so far."""
+
+    name: str
+    run: Callable[[int], Measured]
+    ingest: bool = False
+    overlap_parse: str | None = None
+    runs: list[Measured] = field(default_factory=list)
+
+
+def _baseline_step(
+    name: str, out_dir: Path, fn: Callable[..., dict[str, Any]], source: Any, *rest: Any
+) -> _Step:
+    """A baseline step: `fn(source, a fresh output folder, *rest)` each round."""
+
+    def run(number: int) -> Measured:
+        return run_measured(fn, source, str(out_dir / f"round-{number}"), *rest)
+
+    return _Step(name, run)
+
+
+def _measure_interleaved(
     scenario: str,
     tree: Tree,
     request: dict[str, Any],
+    baselines: list[_Step],
     executors: list[str],
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    """Serve the tree and ingest it `--repeat` times per executor and overlap mode.
+    """Run the baselines and the ingests in turn, `--repeat` rounds, and return their rows.
 
-    Each run goes into a fresh lake. With `--latency-ms` the stand-in answers every request
-    that much later, as a distant archive does.
+    The host's speed drifts by 10-20 % within minutes, so every step runs once per round,
+    in reverse order every other round: a drift then falls on the baseline and the ingest
+    alike. Each ingest goes into a fresh lake; with `--latency-ms` the stand-in answers
+    every request that much later, as a distant archive does.
     """
     ensure_paths()
-    rows = []
     modes = [m.strip() for m in args.overlap.split(",") if m.strip()]
     with served_archive(tree.root, args.latency_ms / 1000) as server:
+        steps = list(baselines)
         for executor in executors:
             for mode in modes:
-                overrides = {**_overrides(args), "overlap_parse": mode}
-                runs = []
-                for _ in range(args.repeat):
-                    lake = Path(tempfile.mkdtemp(prefix=f"lake-{scenario}-", dir=args.scratch))
-                    runs.append(run_measured(
-                        ingest_run, server.archive_url, server.listing_url, str(lake), request,
-                        executor, args.workers, overrides,
-                    ))  # fmt: skip
-                measured = _median_run(runs)
-                name = f"ingest executor={executor}"
-                name += f" overlap={mode}" if len(modes) > 1 else ""
-                row = _row(name, measured, tree.csv_bytes)
-                row["overlap_parse"] = mode
-                value = measured.value
-                if not measured.error and (value.get("rows") != tree.rows or value.get("failed")):
-                    row["error"] = (
-                        f"loaded {value.get('rows')} of {tree.rows} rows; {value.get('failed')}"
-                    )
-                rows.append(row)
+                steps.append(_ingest_step(scenario, server, request, executor, mode, modes,
+                                          args))  # fmt: skip
+        for number in range(args.repeat):
+            for step in steps if number % 2 == 0 else steps[::-1]:
+                step.runs.append(step.run(number))
+    reference = baselines[0]
+    rows = []
+    for step in steps:
+        row = _row(step.name, _median_run(step.runs), tree.csv_bytes)
+        if step.ingest:
+            row["overlap_parse"] = step.overlap_parse
+            row["paired_ratio_to_baseline"] = _paired_ratio(reference.runs, step.runs)
+            _check_rows(row, _median_run(step.runs), tree)
+        rows.append(row)
     return rows
+
+
+def _ingest_step(
+    scenario: str,
+    server: ServedArchive,
+    request: dict[str, Any],
+    executor: str,
+    mode: str,
+    modes: list[str],
+    args: argparse.Namespace,
+) -> _Step:
+    """An ingest step: one executor and overlap mode, a fresh lake per round."""
+    overrides = {**_overrides(args), "overlap_parse": mode}
+
+    def run(number: int) -> Measured:
+        lake = Path(tempfile.mkdtemp(prefix=f"lake-{scenario}-", dir=args.scratch))
+        return run_measured(ingest_run, server.archive_url, server.listing_url, str(lake),
+                            request, executor, args.workers, overrides)  # fmt: skip
+
+    name = f"ingest executor={executor}" + (f" overlap={mode}" if len(modes) > 1 else "")
+    return _Step(name, run, ingest=True, overlap_parse=mode)
+
+
+def _paired_ratio(baseline: list[Measured], ingest: list[Measured]) -> float | None:
+    """Return the median over rounds of baseline time / ingest time (a speed ratio)."""
+    ratios = [
+        float(b.value["seconds"]) / float(i.value["seconds"])
+        for b, i in zip(baseline, ingest, strict=True)
+        if not b.error and not i.error and b.value.get("seconds") and i.value.get("seconds")
+    ]
+    return round(statistics.median(ratios), 2) if ratios else None
+
+
+def _check_rows(row: dict[str, Any], measured: Measured, tree: Tree) -> None:
+    """Mark the row failed when the median run did not load every row."""
+    value = measured.value
+    if not measured.error and (value.get("rows") != tree.rows or value.get("failed")):
+        row["error"] = f"loaded {value.get('rows')} of {tree.rows} rows; {value.get('failed')}"
 
 
 def _profile(tree: Tree, request: dict[str, Any], top: int) -> dict[str, Any]:
@@ -172,13 +245,11 @@ def run_big(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
     print(f"big: {tree.keys[0]}: {tree.csv_bytes / MB:.0f} MB CSV, "
           f"{tree.zip_bytes / MB:.0f} MB zip, {tree.rows:,} rows")  # fmt: skip
     zip_path = str(tree.root / tree.keys[0])
-    base = _median_run([run_measured(baseline_big, zip_path, str(args.scratch / f"baseline-{i}"),
-                                     args.chunk_mb, args.compression)
-                        for i in range(args.repeat)])  # fmt: skip
-    rows = [_row("baseline isal+polars+parquet", base, tree.csv_bytes)]
+    baseline = _baseline_step("baseline isal+polars+parquet", args.scratch / "baseline",
+                              baseline_big, zip_path, args.chunk_mb, args.compression)  # fmt: skip
     request = {"market": "um", "data_type": "aggTrades", "symbols": ["BTCUSDT"],
                "start": "2024-01-01", "end": "2024-01-31", "period": "monthly"}  # fmt: skip
-    rows += _ingest_rows("big", tree, request, executors, args)
+    rows = _measure_interleaved("big", tree, request, [baseline], executors, args)
     return _finish("big", tree, rows, request, args)
 
 
@@ -190,18 +261,22 @@ def run_small(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
     print(f"small: {len(tree.keys)} files ({len(symbols)} symbols × {days} days), "
           f"{tree.csv_bytes / MB:.0f} MB CSV, {tree.zip_bytes / MB:.0f} MB zip")  # fmt: skip
     paths = [str(tree.root / key) for key in tree.keys]
-    rows = []
-    for processes in (1, 2):
-        base = _median_run([run_measured(baseline_small, paths,
-                                         str(args.scratch / f"baseline-{processes}p-{i}"),
-                                         processes, args.compression)
-                            for i in range(args.repeat)])  # fmt: skip
-        rows.append(_row(f"baseline file-at-a-time ×{processes} proc", base, tree.csv_bytes))
+    baselines = [
+        _baseline_step(
+            f"baseline file-at-a-time ×{processes} proc",
+            args.scratch / f"baseline-{processes}p",
+            baseline_small,
+            paths,
+            processes,
+            args.compression,
+        )
+        for processes in (1, 2)
+    ]
     last = date(2023, 1, 1).toordinal() + days - 1
     request = {"market": "spot", "data_type": "klines", "symbols": symbols, "interval": "1m",
                "start": "2023-01-01", "end": date.fromordinal(last).isoformat(),
                "period": "daily"}  # fmt: skip
-    rows += _ingest_rows("small", tree, request, executors, args)
+    rows = _measure_interleaved("small", tree, request, baselines, executors, args)
     return _finish("small", tree, rows, request, args)
 
 
@@ -230,7 +305,9 @@ def _finish(
                 ok = ok and tree_rss < RSS_BUDGET_MB
             row["ratio_to_baseline"] = round(row["mb_per_s"] / baseline, 2)
             row["meets_target"] = ok
-            row["note"] = (f"{row['ratio_to_baseline']:.2f}× baseline; target "
+            paired = row.get("paired_ratio_to_baseline")
+            paired_text = f" (paired {paired:.2f}×)" if paired else ""
+            row["note"] = (f"{row['ratio_to_baseline']:.2f}× baseline{paired_text}; target "
                            f"{TARGETS[scenario]:.0f} MB/s {'met' if ok else 'MISSED'}")  # fmt: skip
             if args.latency_ms:
                 row["meets_target"] = None  # the targets assume the stand-in on the same host
