@@ -7,7 +7,9 @@ as in `bench/ingest.py`. The medians and the median of the per-round ratios to t
 variant are reported.
 
 A variant is `name:key=value,...`. `latency_ms` sets the archive stand-in's wait before each
-answer (one stand-in per latency, all started up front); any other key is a Settings field.
+answer (one stand-in per latency, all started up front); `env.NAME` sets an environment
+variable of the variant's ingest processes (knobs read at start-up, such as allocator
+settings); any other key is a Settings field.
 
     .venv/bin/python bench/paired.py --rounds 8 \\
         --variant "auto:latency_ms=10" --variant "never:latency_ms=10,overlap_parse=never"
@@ -18,13 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _gen import WORK, klines_tree
 from _measure import (
@@ -38,6 +41,9 @@ from _measure import (
 )
 from _steps import ingest_run
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -48,6 +54,7 @@ class Variant:
     name: str
     latency_ms: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
 
 
@@ -64,6 +71,8 @@ def parse_variant(spec: str) -> Variant:
         value = _value(text)
         if key == "latency_ms":
             variant.latency_ms = float(value)
+        elif key.startswith("env."):
+            variant.env[key.removeprefix("env.")] = text
         else:
             variant.overrides[key] = value
     return variant
@@ -77,6 +86,21 @@ def _value(text: str) -> int | float | str:
         except ValueError:
             continue
     return text
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _request(keys: tuple[str, ...], days: int) -> dict[str, Any]:
@@ -102,10 +126,11 @@ def run_rounds(variants: list[Variant], args: argparse.Namespace) -> int:
             for variant in order:
                 server = servers[variant.latency_ms]
                 lake = Path(tempfile.mkdtemp(prefix="lake-paired-", dir=args.scratch))
-                measured = run_measured(
-                    ingest_run, server.archive_url, server.listing_url, str(lake), request,
-                    "threads", args.workers, variant.overrides,
-                )  # fmt: skip
+                with _environment(variant.env):  # a spawned child copies it at its start
+                    measured = run_measured(
+                        ingest_run, server.archive_url, server.listing_url, str(lake), request,
+                        "threads", args.workers, variant.overrides,
+                    )  # fmt: skip
                 value = measured.value
                 if measured.error or value.get("rows") != tree.rows or value.get("failed"):
                     print(f"{variant.name}: run failed: {measured.error or value}",
@@ -129,7 +154,8 @@ def _report(variants: list[Variant], csv_bytes: int, args: argparse.Namespace) -
             [mine / theirs for mine, theirs in zip(variant.seconds, first.seconds, strict=True)]
         )
         rows.append({"variant": variant.name, "latency_ms": variant.latency_ms,
-                     "overrides": variant.overrides, "seconds": variant.seconds,
+                     "overrides": variant.overrides, "env": variant.env,
+                     "seconds": variant.seconds,
                      "median_s": round(median, 3), "mb_per_s": round(csv_bytes / MB / median, 1),
                      "paired_ratio": round(ratio, 3)})  # fmt: skip
         print(f"{variant.name:<16}{median:>10.3f}{csv_bytes / MB / median:>8.1f}"
