@@ -229,6 +229,16 @@ def kline_day(day: date, base: float, seed: int) -> tuple[bytes, float]:
     return data, float(frame["close"][-1])
 
 
+def klines_request(tree: Tree, first_day: date = date(2023, 1, 1)) -> dict[str, object]:
+    """Return the ingest request (as `_steps.ingest_run` takes it) covering a kline tree."""
+    symbols = sorted({key.split("/")[4] for key in tree.keys})
+    days = -(-len(tree.keys) // len(symbols))
+    last = first_day + timedelta(days=days - 1)
+    return {"market": "spot", "data_type": "klines", "symbols": symbols, "interval": "1m",
+            "start": first_day.isoformat(), "end": last.isoformat(),
+            "period": "daily"}  # fmt: skip
+
+
 def klines_tree(files: int, symbols: int = 3, first_day: date = date(2023, 1, 1)) -> Tree:
     """Return a tree of spot 1m daily kline zips: `symbols` symbols × ceil(files/symbols) days."""
     days = -(-files // symbols)

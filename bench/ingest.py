@@ -30,11 +30,11 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _gen import WORK, Tree, big_tree, klines_tree
+from _gen import WORK, Tree, big_tree, klines_request, klines_tree
 from _measure import (
     MB,
     Measured,
@@ -272,10 +272,7 @@ def run_small(args: argparse.Namespace, executors: list[str]) -> dict[str, Any]:
         )
         for processes in (1, 2)
     ]
-    last = date(2023, 1, 1).toordinal() + days - 1
-    request = {"market": "spot", "data_type": "klines", "symbols": symbols, "interval": "1m",
-               "start": "2023-01-01", "end": date.fromordinal(last).isoformat(),
-               "period": "daily"}  # fmt: skip
+    request = klines_request(tree)
     rows = _measure_interleaved("small", tree, request, baselines, executors, args)
     return _finish("small", tree, rows, request, args)
 

@@ -25,11 +25,11 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _gen import WORK, klines_tree
+from _gen import WORK, klines_request, klines_tree
 from _measure import (
     MB,
     ServedArchive,
@@ -103,19 +103,10 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = old
 
 
-def _request(keys: tuple[str, ...], days: int) -> dict[str, Any]:
-    """Return the ingest request covering the generated kline tree."""
-    symbols = sorted({key.split("/")[4] for key in keys})
-    last = date(2023, 1, 1).toordinal() + days - 1
-    return {"market": "spot", "data_type": "klines", "symbols": symbols, "interval": "1m",
-            "start": "2023-01-01", "end": date.fromordinal(last).isoformat(),
-            "period": "daily"}  # fmt: skip
-
-
 def run_rounds(variants: list[Variant], args: argparse.Namespace) -> int:
     """Run every variant once per round, alternating the order; return the rows expected."""
     tree = klines_tree(args.files, args.symbols)
-    request = _request(tree.keys, -(-args.files // args.symbols))
+    request = klines_request(tree)
     latencies = sorted({v.latency_ms for v in variants})
     with contextlib.ExitStack() as stack:
         servers: dict[float, ServedArchive] = {
