@@ -45,6 +45,22 @@ def test_ingest_then_sql_json_prints_count_and_first_instant(
     assert json.loads(out.stdout) == [{"n": 4320, "first": "2020-01-01T00:00:00+00:00"}]
 
 
+def test_download_concurrency_flag_bounds_the_requests_in_flight(
+    tmp_path: Path, archive: ArchiveServer
+) -> None:
+    """`--download-concurrency 1` sends one request at a time; by default several overlap."""
+    archive.latency = 0.05  # so that requests which may overlap do
+    env = env_for(archive, str(tmp_path / "one"))
+    one = lakehouse(env, *KLINES, "--download-concurrency", "1")
+    assert one.returncode == 0, one.stderr
+    assert archive.max_in_flight == 1
+    archive.reset_log()
+    default = lakehouse(env_for(archive, str(tmp_path / "default")), *KLINES)
+    assert default.returncode == 0, default.stderr
+    assert archive.max_in_flight > 1
+    assert "loaded" in one.stdout and "loaded" in default.stdout
+
+
 def test_ingest_with_a_bad_file_exits_nonzero_and_names_it(
     tmp_path: Path, archive_root: Path, archive: ArchiveServer
 ) -> None:

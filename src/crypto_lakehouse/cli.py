@@ -51,6 +51,13 @@ def ingest(
         str | None, typer.Option(help="tcp://scheduler:8786; implies --executor dask")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Parse workers (default: cores)")] = None,
+    download_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="Files downloading at once (default 16): raise it for a distant archive on a "
+            "fast link, where round trips bound the downloads"
+        ),
+    ] = None,
     root: RootOption = None,
 ) -> None:
     """Archive → bronze → silver. Exit 0 when every file was verified and loaded."""
@@ -58,7 +65,7 @@ def ingest(
     from crypto_lakehouse.pipeline.ingest import ingest as run_ingest
 
     try:
-        settings = settings_for(root, workers=workers)
+        settings = settings_for(root, workers=workers, download_concurrency=download_concurrency)
         request = IngestRequest(
             market=market,
             data_type=data_type,

@@ -301,6 +301,16 @@ class _Handler:
         self._root = str(app.root).rstrip("/")  # "" for "/": file paths are root + "/..."
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Count the request in flight while it is answered (`ArchiveServer.max_in_flight`)."""
+        app = self.app
+        app.in_flight += 1
+        app.max_in_flight = max(app.max_in_flight, app.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            app.in_flight -= 1
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         """Wait out the latency, apply any scripted fault, then route the request."""
         if self.app.latency > 0:
             await asyncio.sleep(self.app.latency)
@@ -587,6 +597,9 @@ class ArchiveServer:
         self.root = Path(root).resolve()
         self.page_size = page_size
         self.latency = latency
+        #: Requests being answered now, and the most at once since the start or `reset_log`.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.emit_next_marker = emit_next_marker
         self.host = host
         self.faults = FaultPlan()
@@ -622,9 +635,10 @@ class ArchiveServer:
             return list(self._log)
 
     def reset_log(self) -> None:
-        """Forget all logged requests."""
+        """Forget all logged requests, and the most requests seen in flight at once."""
         with self._lock:
             self._log.clear()
+        self.max_in_flight = self.in_flight
 
     def warm_etags(self) -> int:
         """Hash every served file now, as S3 holds ETags before anyone lists; return the count.

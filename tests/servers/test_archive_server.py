@@ -549,7 +549,10 @@ def test_latency_delays_every_answer_without_queueing_them(server: ArchiveServer
     assert [a.status_code for a in answers] == [200] * 8
     assert answers[0].content == (server.root / ZIP_PATH.lstrip("/")).read_bytes()
     assert together < 1.2  # not 8 × 0.4 s: the waits overlap
+    assert server.max_in_flight == 8
     assert without < 0.3
+    server.reset_log()
+    assert server.max_in_flight == 0
 
 
 def test_listing_target_faults_apply_to_listing_requests(
