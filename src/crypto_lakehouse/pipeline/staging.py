@@ -21,7 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from crypto_lakehouse.exceptions import StorageError
-from crypto_lakehouse.storage.lake import whole_or_nothing
+from crypto_lakehouse.storage.lake import replace_file, whole_or_nothing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -72,17 +72,14 @@ def replace(task: ParseTask, table: pa.Table) -> None:
         StorageError: the new file could not be written.
     """
     fs, path = location(task)
+
+    def write_ipc(tmp: Path) -> None:
+        with pa.ipc.new_file(str(tmp), table.schema) as writer:
+            writer.write_table(table)
+
     try:
         if isinstance(fs, pafs.LocalFileSystem):
-            target = Path(path)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                with pa.ipc.new_file(str(tmp), table.schema) as writer:
-                    writer.write_table(table)
-                tmp.replace(target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            replace_file(Path(path), write_ipc)
             return
         with whole_or_nothing(fs, path) as sink, pa.ipc.new_file(sink, table.schema) as out:
             out.write_table(table)

@@ -115,24 +115,8 @@ class Lake:
             raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
 
     def _replace_local(self, relative: str, write: Callable[[Path], object]) -> None:
-        """Write a local object through a temp name in its folder, then rename it in place.
-
-        The folder is made only when the write finds it missing: bronze writes hundreds of
-        objects into each folder, and a `mkdir` and a random temp name per object were a
-        third of their system time.
-        """
-        target = Path(self.uri) / relative
-        tmp = target.with_name(f".{target.name}.{_temp_suffix()}.tmp")
-        try:
-            try:
-                write(tmp)
-            except FileNotFoundError:  # its folder, unless another write just made it
-                target.parent.mkdir(parents=True, exist_ok=True)
-                write(tmp)  # raises again when what is missing is `put_file`'s source
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        """Write a local object through a temp name in its folder (`replace_file`)."""
+        replace_file(Path(self.uri) / relative, write)
 
     def get_file(self, relative: str, local: Path) -> Path:
         """Copy an object of the lake to a local path and return it (no copy on local disk)."""
@@ -172,6 +156,26 @@ class Lake:
         except OSError:
             return []
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def replace_file(target: Path, write: Callable[[Path], object]) -> None:
+    """Write a local file through a temp name in its folder, then rename it in place.
+
+    Readers see the old file or the new, never half of one. The folder is made only when
+    the write finds it missing: bronze writes hundreds of objects into each folder, and a
+    `mkdir` and a random temp name per object were a third of their system time.
+    """
+    tmp = target.with_name(f".{target.name}.{_temp_suffix()}.tmp")
+    try:
+        try:
+            write(tmp)
+        except FileNotFoundError:  # its folder, unless another write just made it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)  # raises again when what is missing is `put_file`'s source
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
