@@ -93,8 +93,8 @@ def test_files_wait_for_the_downloads_when_overlap_is_off(
 def test_files_parse_beside_the_downloads_of_a_distant_archive(
     ingest_24_days: Callable[[str], list[int]], archive: ArchiveServer
 ) -> None:
-    """With a CDN's round trip on every request the loop idles, so `auto` parses meanwhile."""
-    archive.latency = 0.1  # the loop's share stays far below 0.5, even on a loaded machine
+    """With a CDN's round trip on every request the cores idle, so `auto` parses meanwhile."""
+    archive.latency = 0.1  # the machine's busy share stays far below 0.5 while answers travel
     sizes = ingest_24_days("auto")
     assert sum(sizes) == 24
     assert sizes[0] < 12  # started while files were still downloading, not after them all
@@ -171,22 +171,22 @@ def started_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 class _Load:
-    """A loop load fixed at a share, in place of the measured one."""
+    """A CPU load fixed at a share (None: too early to tell), in place of the measured one."""
 
-    def __init__(self, share: float) -> None:
+    def __init__(self, share: float | None) -> None:
         self.share = share
 
-    def busy_share(self) -> float:
+    def busy_share(self) -> float | None:
         return self.share
 
 
 def _scheduled_run(
-    waiting: int, *, busy: int, downloading: int, overlap: str = "always", loop: float = 0.0
+    waiting: int, *, busy: int, downloading: int, overlap: str = "always", load: float | None = 0.0
 ) -> Any:
     """A run with 1 KB zips waiting for a batch, two workers and 64-file batches."""
     return SimpleNamespace(
         small=list(range(waiting)), held_bytes=waiting * 1024, workers=2,
-        batches_running=busy, awaiting=downloading, loop_load=_Load(loop),
+        batches_running=busy, awaiting=downloading, cpu_load=_Load(load),
         settings=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap,
                                  memory_budget_mb=2048),
     )  # fmt: skip
@@ -221,16 +221,19 @@ def test_while_files_download_batches_start_on_idle_workers_only(
     assert started_batches == [10, 64] and len(run.small) == 6
 
 
-def test_a_busy_loop_holds_files_until_the_downloads_end(started_batches: list[int]) -> None:
-    """In auto mode, downloads that keep the loop busy are not joined by parses."""
-    run = _scheduled_run(70, busy=0, downloading=5, overlap="auto", loop=0.9)
+def test_busy_cores_hold_files_until_the_downloads_end(started_batches: list[int]) -> None:
+    """In auto mode, downloads that keep the cores busy, or too new to tell, are not joined."""
+    run = _scheduled_run(70, busy=0, downloading=5, overlap="auto", load=None)
     small_files.schedule_batches(run)
     assert started_batches == []
-    run.loop_load = _Load(0.1)  # the downloads now wait on the network
+    run.cpu_load = _Load(0.75)  # a local server and the client
+    small_files.schedule_batches(run)
+    assert started_batches == []
+    run.cpu_load = _Load(0.1)  # the downloads now wait on the network
     small_files.schedule_batches(run)
     assert started_batches == [64]  # the 6 left wait to grow: 8 make a batch beside downloads
     started_batches.clear()
-    run = _scheduled_run(70, busy=0, downloading=5, overlap="never", loop=0.0)
+    run = _scheduled_run(70, busy=0, downloading=5, overlap="never", load=0.0)
     small_files.schedule_batches(run)
     assert started_batches == []
     run.awaiting = 0

@@ -29,6 +29,7 @@ from crypto_lakehouse.exceptions import (
 )
 from crypto_lakehouse.ops.heap import frozen_heap
 from crypto_lakehouse.pipeline import silver, staging
+from crypto_lakehouse.pipeline.cpu_load import CpuLoad
 from crypto_lakehouse.pipeline.executor import (
     ExecutorKind,
     close_owner,
@@ -52,7 +53,6 @@ from crypto_lakehouse.pipeline.ingest_run import (
     superseded_event,
     tables_prepared,
 )
-from crypto_lakehouse.pipeline.loop_load import LoopLoad
 from crypto_lakehouse.pipeline.memory import plan_memory
 from crypto_lakehouse.pipeline.overlap import StreamedParse
 from crypto_lakehouse.pipeline.plan import PeriodMode, PlannedFile, decide, select_files
@@ -261,7 +261,7 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
     log.info("ingest_planned", table=run.dataset.table, files=len(planned), todo=len(todo),
              missing=len(missing))  # fmt: skip
     run.awaiting = len(todo)
-    run.loop_load = LoopLoad()  # the downloads' load, not the listing's
+    run.cpu_load = CpuLoad()  # the downloads' load, not the listing's
     tasks = [
         asyncio.create_task(_process(run, archive, plan, action, current.get(plan.key)))
         for plan, action in todo

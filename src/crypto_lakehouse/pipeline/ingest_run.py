@@ -15,9 +15,9 @@ import structlog
 
 from crypto_lakehouse.exceptions import ChecksumMismatchError, LakehouseError
 from crypto_lakehouse.pipeline import silver, staging
+from crypto_lakehouse.pipeline.cpu_load import CpuLoad
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
 from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
-from crypto_lakehouse.pipeline.loop_load import LoopLoad
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
 from crypto_lakehouse.pipeline.supersede import report_batch_supersessions
 from crypto_lakehouse.storage import tables
@@ -87,7 +87,7 @@ class IngestRun:
     #: Bytes of the held files' zips kept in memory (bounded: `small_files.hold_limit_bytes`).
     held_bytes: int = 0
     #: The event loop's load since the downloads began (`small_files.schedule_batches`).
-    loop_load: LoopLoad = field(default_factory=LoopLoad)
+    cpu_load: CpuLoad = field(default_factory=CpuLoad)
     _arrived: set[str] = field(default_factory=set)
     #: Where downloads and spilled bad bodies go: one `Path` per run, not one per file.
     download_dir: Path = field(init=False)

@@ -1,8 +1,8 @@
 """Small bar files: held after their download, then stored and parsed in batches.
 
-While the downloads leave the event loop idle (a remote archive), a batch starts as soon as a
+While the downloads leave the cores idle (a remote archive), a batch starts as soon as a
 worker is idle, with an eighth of `parse_batch_files`, and grows while every worker is busy;
-while they keep it busy (a fast mirror), files wait for the downloads to end. Then what waits
+while they keep the cores busy (a fast mirror), files wait for the downloads to end. Then what waits
 is split into equal batches, as many as a multiple of the workers. The batch's worker parses
 them in one polars pass while the bronze objects are written beside it, and writes silver
 once they are stored (`parse_batch.store_and_parse_batch`); on any doubt each file gets its
@@ -41,8 +41,8 @@ def batched(run: IngestRun, entry: ManifestEntry) -> bool:
     return not run.dataset.tick and entry.size <= SMALL_FILE_BYTES
 
 
-#: The loop's CPU share above which downloads count as keeping it busy (`loop_load`).
-BUSY_LOOP_SHARE = 0.5
+#: The machine's CPU share above which downloads count as keeping the cores busy (`cpu_load`).
+BUSY_CPU_SHARE = 0.5
 
 
 def hold(run: IngestRun, held: HeldFile) -> None:
@@ -61,20 +61,23 @@ def hold_limit_bytes(run: IngestRun) -> int:
 def _wait_for_downloads(run: IngestRun) -> bool:
     """Tell whether held files wait until the downloads end, instead of parsing beside them.
 
-    They wait while the downloads keep the event loop busy (a fast mirror: a parse beside
-    them only contends for the cores and the GIL), unless `overlap_parse` says otherwise,
-    and never past `hold_limit_bytes` of zips in memory.
+    They wait while the downloads keep the cores busy (a fast mirror: a parse beside them
+    only contends for the cores), and until the load can be told (the first ~40 ms), unless
+    `overlap_parse` says otherwise, and never past `hold_limit_bytes` of zips in memory.
     """
     mode = run.settings.overlap_parse
     if mode == "always" or run.held_bytes >= hold_limit_bytes(run):
         return False
-    return mode == "never" or run.loop_load.busy_share() >= BUSY_LOOP_SHARE
+    if mode == "never":
+        return True
+    share = run.cpu_load.busy_share()
+    return share is None or share >= BUSY_CPU_SHARE
 
 
 def schedule_batches(run: IngestRun) -> None:
     """Start batch parses of the held small files while workers are free.
 
-    While files download, and the downloads leave the loop idle (`_wait_for_downloads`), a
+    While files download, and the downloads leave the cores idle (`_wait_for_downloads`), a
     batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
     while a worker is idle: workers start early and keep busy beside the downloads, and the
     batches grow only while they are all busy. Once nothing more is downloading, what waits

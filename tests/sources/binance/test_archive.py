@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from crypto_lakehouse.exceptions import (
     ChecksumMismatchError,
@@ -62,6 +63,18 @@ def with_client(
 def gets(archive: ArchiveServer, key: str) -> list[int]:
     """Statuses of the GETs the stand-in answered for one key, oldest first."""
     return [r.status for r in archive.requests if r.method == "GET" and r.path == "/" + key]
+
+
+@pytest.fixture(params=["curl", "aiohttp"])
+def settings_for(
+    settings_for: Callable[..., Settings], request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    """The conftest factory, once per client of the small GETs (listings, CHECKSUMs, zips)."""
+
+    def make(root: str, **overrides: object) -> Settings:
+        return settings_for(root, **{"http_client": request.param, **overrides})
+
+    return make
 
 
 @pytest.fixture
@@ -194,14 +207,11 @@ def test_retry_after_http_date_is_parsed(monkeypatch: pytest.MonkeyPatch) -> Non
     """Retry-After given as an HTTP date becomes seconds from now; junk becomes None."""
     monkeypatch.setattr(archive_module, "_now", lambda: 1_000_000.0)
 
-    class Response:
-        def __init__(self, value: str) -> None:
-            self.headers = {"Retry-After": value}
-
     date = email.utils.formatdate(1_000_030.0, usegmt=True)
-    assert archive_module._retry_after(Response(date)) == 30.0  # type: ignore[arg-type]
-    assert archive_module._retry_after(Response("12")) == 12.0  # type: ignore[arg-type]
-    assert archive_module._retry_after(Response("soon")) is None  # type: ignore[arg-type]
+    assert archive_module._retry_after(CIMultiDict({"Retry-After": date})) == 30.0
+    assert archive_module._retry_after(CIMultiDict({"retry-after": "12"})) == 12.0
+    assert archive_module._retry_after(CIMultiDict({"Retry-After": "soon"})) is None
+    assert archive_module._retry_after(CIMultiDict()) is None
 
 
 def test_truncated_body_is_retried_then_reported(
@@ -269,7 +279,8 @@ def test_unreachable_host_is_transient(
     url = archive.archive_url
     archive.stop()
     settings = settings_for(str(tmp_path / "lake"), binance_archive_url=url, http_retries=1)
-    with pytest.raises(TransientSourceError, match="ClientConnectorError"):
+    refused = {"aiohttp": "ClientConnectorError", "curl": "curl error 7 .*Could not connect"}
+    with pytest.raises(TransientSourceError, match=refused[settings.http_client]):
         with_client(settings, lambda c: c.fetch_checksum(KEY), SleepRecorder())
 
 
@@ -321,3 +332,55 @@ def test_requests_go_through_the_environment_proxy(
     assert body.sha256 == hashlib.sha256((FIXTURE_TREE / KEY).read_bytes()).hexdigest()
     proxied = [r.path for r in archive.requests if r.method == "GET"]
     assert proxied and all(p.startswith("http://archive.invalid/data/") for p in proxied)
+
+
+def test_fetch_holds_the_verified_body_with_its_metadata(
+    settings: Settings, archive: ArchiveServer, tmp_path: Path
+) -> None:
+    """fetch() returns the zip's bytes with their SHA-256, ETag and Last-Modified."""
+    source = (FIXTURE_TREE / KEY).read_bytes()
+    got = with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"))
+    assert got.data == source
+    assert got.sha256 == hashlib.sha256(source).hexdigest()
+    assert got.etag == hashlib.md5(source).hexdigest()
+    assert email.utils.parsedate_to_datetime(got.last_modified).year >= 2020
+    assert sorted(gets(archive, KEY) + gets(archive, KEY + ".CHECKSUM")) == [200, 200]
+
+
+def test_fetch_retries_a_503_and_a_cut_body(
+    settings: Settings, archive: ArchiveServer, tmp_path: Path
+) -> None:
+    """A 503 and then a body cut short of Content-Length are retried; the third try verifies."""
+    archive.faults.add("/" + KEY, Fault.status(503))
+    archive.faults.add("/" + KEY, Fault.truncate(1000))
+    sleep = SleepRecorder()
+    got = with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"), sleep)
+    source = (FIXTURE_TREE / KEY).read_bytes()
+    assert got.data == source
+    assert gets(archive, KEY) == [503, 200, 200]
+    sent = [r.bytes_sent for r in archive.requests if r.path == "/" + KEY]
+    assert sent[1:] == [1000, len(source)]
+    assert len(sleep.waits) == 2
+
+
+def test_fetch_of_a_body_cut_every_time_is_truncated(
+    settings: Settings, archive: ArchiveServer, tmp_path: Path
+) -> None:
+    """A body cut on every try ends as TruncatedBodyError after the retries."""
+    archive.faults.add("/" + KEY, Fault.truncate(700), times=10)
+    with pytest.raises(TruncatedBodyError, match="cut short") as err:
+        with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"), SleepRecorder())
+    assert err.value.key == KEY
+    assert gets(archive, KEY) == [200] * (settings.http_retries + 1)
+
+
+def test_fetch_of_an_html_page_spills_it_for_quarantine(
+    settings: Settings, archive: ArchiveServer, tmp_path: Path
+) -> None:
+    """A 200 text/html answer to fetch() is NotAZipError, its bytes written to the spill folder."""
+    archive.faults.add("/" + KEY, Fault.html())
+    with pytest.raises(NotAZipError, match="text/html") as err:
+        with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"))
+    assert err.value.path is not None
+    assert err.value.path.parent == tmp_path / "spill"
+    assert err.value.path.read_bytes().startswith(b"<!DOCTYPE html>")

@@ -1,0 +1,133 @@
+"""Benchmark the small-GET clients: fetch 300 daily zips and their CHECKSUMs (600 GETs).
+
+`ArchiveClient.fetch` runs with each `http_client` (libcurl in its thread, aiohttp on the
+event loop) against the archive stand-in in its own process, the clients taking turns round
+after round. A bare aiohttp loop over the same 600 URLs is the baseline of the same run: the
+least a Python client on the event loop does per GET. Reported per client: wall time, this
+process's CPU time (every thread), and the paired ratio to the aiohttp client.
+
+    .venv/bin/python bench/http_clients.py --rounds 9 --latency-ms 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from _gen import WORK, klines_tree
+from _measure import cpu_info, ensure_paths, scratch, served_archive
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLIENTS = ("curl", "aiohttp")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _bare_aiohttp(urls: list[str], concurrency: int) -> int:
+    """GET every URL with a plain aiohttp session: the floor of a client on the loop."""
+    import aiohttp
+
+    gate = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+
+        async def one(url: str) -> int:
+            async with gate, session.get(url) as response:
+                return len(await response.read())
+
+        return sum(await asyncio.gather(*(one(url) for url in urls)))
+
+
+async def _fetch_all(served: Any, keys: list[str], client: str, spill: Path) -> int:
+    """Fetch every key (zip and CHECKSUM, verified) with one `http_client`."""
+    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.sources.binance.archive import ArchiveClient
+
+    settings = Settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
+                        binance_listing_url=served.listing_url, http_client=client)  # fmt: skip
+    async with ArchiveClient(settings) as archive:
+        bodies = await asyncio.gather(*(archive.fetch(key, spill) for key in keys))
+    return sum(body.size for body in bodies)
+
+
+def _timed(step: Callable[[], int]) -> tuple[float, float]:
+    """Run a step; return its wall and CPU seconds."""
+    cpu, wall = _cpu_seconds(), time.perf_counter()
+    step()
+    return time.perf_counter() - wall, _cpu_seconds() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    ensure_paths()
+    tree = klines_tree(args.files)
+    keys = sorted(tree.keys)
+    steps = ("bare aiohttp", *CLIENTS)
+    wall: dict[str, list[float]] = {s: [] for s in steps}
+    cpu: dict[str, list[float]] = {s: [] for s in steps}
+    with scratch(WORK) as spill, served_archive(tree.root, args.latency_ms / 1000) as served:
+        base = served.archive_url.rstrip("/")
+        urls = [f"{base}/{k}" for k in keys] + [f"{base}/{k}.CHECKSUM" for k in keys]
+        runs: dict[str, Callable[[], int]] = {
+            "bare aiohttp": lambda: asyncio.run(_bare_aiohttp(urls, args.concurrency)),
+            **{c: (lambda c=c: asyncio.run(_fetch_all(served, keys, c, spill))) for c in CLIENTS},
+        }
+        for step in steps:  # warm-up: imports, the stand-in's caches
+            runs[step]()
+        for round_number in range(args.rounds):
+            order = steps if round_number % 2 == 0 else tuple(reversed(steps))
+            for step in order:
+                seconds, cpu_seconds = _timed(runs[step])
+                wall[step].append(seconds)
+                cpu[step].append(cpu_seconds)
+    ratios = {c: statistics.median(w / a for w, a in zip(wall[c], wall["aiohttp"], strict=True))
+              for c in steps}  # fmt: skip
+    print(f"{len(urls)} GETs of {len(keys)} files, latency {args.latency_ms:g} ms, "
+          f"concurrency {args.concurrency}, {args.rounds} rounds")  # fmt: skip
+    print(f"{'client':16s} {'wall ms':>9s} {'CPU ms':>9s} {'wall ratio to aiohttp':>24s}")
+    rows = []
+    for step in steps:
+        row = {"client": step, "wall_ms": round(statistics.median(wall[step]) * 1000, 1),
+               "cpu_ms": round(statistics.median(cpu[step]) * 1000, 1),
+               "paired_ratio": round(ratios[step], 3)}  # fmt: skip
+        rows.append(row)
+        print(f"{step:16s} {row['wall_ms']:9.1f} {row['cpu_ms']:9.1f} {row['paired_ratio']:24.3f}")
+    out = args.out or RESULTS / f"http-clients-{datetime.now(UTC).date()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "http_clients",
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": cpu_info(),
+                "argv": sys.argv[1:],
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
+    print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    main()

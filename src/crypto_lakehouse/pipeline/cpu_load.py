@@ -1,0 +1,77 @@
+"""How busy the machine's cores have been since a moment: busy time over all cores' time.
+
+Small files are parsed beside their downloads when the downloads wait on the network: the
+cores are then mostly idle and the parse uses them. From a fast mirror (the archive
+stand-in, a MinIO on the same host) the client and the server keep the cores busy, and a
+parse beside them only contends (`docs/scaling.md` §5.0, §5.0c). While aiohttp ran the
+downloads on the event loop, the loop thread's CPU share told the two cases apart; with
+libcurl in its own thread the loop idles in both, so the measure is the machine's: the busy
+time of every core, from `/proc/stat`. Where that file is missing (macOS, Windows), this
+process's CPU time over the cores stands in: it sees the client's work, not a local server's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PROC_STAT = Path("/proc/stat")
+#: Fewer clock ticks than this per core (10 ms each) since the start are too few to tell.
+MIN_TICKS_PER_CORE = 4
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def read_cpu_ticks(path: Path = _PROC_STAT) -> tuple[int, int] | None:
+    """Return (busy, total) clock ticks of all cores since boot, or None without /proc/stat.
+
+    Idle and I/O wait are not busy; time stolen by a hypervisor is, since this VM could not
+    run then either.
+    """
+    try:
+        with path.open("rb") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != b"cpu" or len(fields) < 6:
+        return None
+    ticks = [int(value) for value in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total
+
+
+@dataclass(slots=True)
+class CpuLoad:
+    """The machine's CPU busy share since construction (`/proc/stat`, else this process's)."""
+
+    stat_path: Path = _PROC_STAT
+    ticks_start: tuple[int, int] | None = None
+    wall_start: float = field(default_factory=time.perf_counter)
+    cpu_start: float = field(default_factory=time.process_time)
+
+    def __post_init__(self) -> None:
+        if self.ticks_start is None:
+            self.ticks_start = read_cpu_ticks(self.stat_path)
+
+    def busy_share(self) -> float | None:
+        """Return the busy share of all cores since the start (0 to 1), or None too early.
+
+        "Too early" is fewer than `MIN_TICKS_PER_CORE` clock ticks per core, or 40 ms of wall
+        time for the process fallback: a share over a few ticks is mostly rounding.
+        """
+        cores = _cores()
+        now = read_cpu_ticks(self.stat_path) if self.ticks_start is not None else None
+        if self.ticks_start is not None and now is not None:
+            busy = now[0] - self.ticks_start[0]
+            total = now[1] - self.ticks_start[1]
+            if total < MIN_TICKS_PER_CORE * cores:
+                return None
+            return busy / total
+        wall = time.perf_counter() - self.wall_start
+        if wall < MIN_TICKS_PER_CORE / 100:
+            return None
+        return min(1.0, (time.process_time() - self.cpu_start) / (wall * cores))

@@ -1,0 +1,124 @@
+"""CurlTransport over real HTTP against the archive stand-in: results, limits, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import TYPE_CHECKING
+
+import pytest
+
+from crypto_lakehouse.sources.binance.curl_transport import (
+    CurlTransport,
+    CurlTransportError,
+    _parse_headers,
+)
+from tests.servers.archive_files import FIXTURE_TREE
+
+if TYPE_CHECKING:
+    from tests.servers.archive_server import ArchiveServer
+
+KEY = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip"
+
+
+def transport(max_connections: int = 4) -> CurlTransport:
+    """A transport with short timeouts."""
+    return CurlTransport(max_connections=max_connections, connect_timeout=5, read_timeout=5)
+
+
+def test_get_returns_status_headers_body_and_hash(archive: ArchiveServer) -> None:
+    """A GET answers with the status, case-insensitive headers, the body and its SHA-256."""
+    source = (FIXTURE_TREE / KEY).read_bytes()
+    curl = transport()
+
+    async def main() -> list[object]:
+        return list(await asyncio.gather(
+            curl.get(archive.archive_url + "/" + KEY),
+            curl.get(archive.archive_url + "/" + KEY + ".missing"),
+        ))  # fmt: skip
+
+    try:
+        found, missing = asyncio.run(main())
+    finally:
+        curl.close()
+    assert found.status == 200  # type: ignore[attr-defined]
+    assert found.body == source  # type: ignore[attr-defined]
+    assert found.sha256 == hashlib.sha256(source).hexdigest()  # type: ignore[attr-defined]
+    assert found.headers["content-length"] == str(len(source))  # type: ignore[attr-defined]
+    assert found.headers["ETag"].strip('"') == hashlib.md5(source).hexdigest()  # type: ignore[attr-defined]
+    assert missing.status == 404  # type: ignore[attr-defined]
+
+
+def test_connections_are_bounded_and_every_request_answered(archive: ArchiveServer) -> None:
+    """24 GETs at once through 3 connections: never more than 3 in flight, all 24 answered."""
+    archive.latency = 0.02
+    curl = transport(max_connections=3)
+
+    async def main() -> list[int]:
+        url = archive.archive_url + "/" + KEY
+        return [r.status for r in await asyncio.gather(*(curl.get(url) for _ in range(24)))]
+
+    try:
+        statuses = asyncio.run(main())
+    finally:
+        curl.close()
+    assert statuses == [200] * 24
+    assert 1 <= archive.max_in_flight <= 3
+
+
+def test_close_fails_requests_in_flight_and_refuses_new_ones(archive: ArchiveServer) -> None:
+    """Closing while a slow answer is pending fails it; a GET after close is refused."""
+    archive.latency = 2.0
+    curl = transport()
+
+    async def main() -> None:
+        pending = asyncio.ensure_future(curl.get(archive.archive_url + "/" + KEY))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(curl.close)
+        with pytest.raises(CurlTransportError, match="transport closed"):
+            await pending
+
+    asyncio.run(main())
+    with pytest.raises(CurlTransportError, match="transport closed"):
+        asyncio.run(curl.get(archive.archive_url + "/" + KEY))
+
+
+def test_a_cancelled_get_leaves_the_transport_working(archive: ArchiveServer) -> None:
+    """A caller that gives up on a GET does not disturb the next one."""
+    curl = transport()
+
+    async def main() -> int:
+        archive.latency = 0.5
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(curl.get(archive.archive_url + "/" + KEY), 0.05)
+        archive.latency = 0.0
+        return (await curl.get(archive.archive_url + "/" + KEY)).status
+
+    try:
+        assert asyncio.run(main()) == 200
+    finally:
+        curl.close()
+
+
+def test_refused_connection_is_a_transport_error() -> None:
+    """Nothing listening: CurlTransportError with libcurl's code 7, not a short body."""
+    curl = transport()
+    try:
+        with pytest.raises(CurlTransportError) as err:
+            asyncio.run(curl.get("http://127.0.0.1:9/x.zip"))
+    finally:
+        curl.close()
+    assert err.value.code == 7
+    assert not err.value.short
+
+
+def test_headers_are_those_of_the_last_response() -> None:
+    """After a proxy's CONNECT answer, the headers read are the origin's."""
+    raw = (
+        b"HTTP/1.1 200 Connection established\r\nVia: proxy\r\n\r\n"
+        b'HTTP/1.1 200 OK\r\nETag: "abc"\r\nContent-Length: 3\r\n\r\n'
+    )
+    headers = _parse_headers(raw)
+    assert headers["etag"] == '"abc"'
+    assert headers["Content-Length"] == "3"
+    assert "via" not in headers
