@@ -201,3 +201,24 @@ def test_a_failing_encoder_stops_the_file_and_leaves_no_data_file(
     with pytest.raises(OSError, match="disk full"):
         write_tick_files(task, str(table), {})
     assert not list(table.rglob("*.parquet"))
+
+
+def test_partition_file_statistics_cover_categorical_and_numeric_columns(tmp_path: Path) -> None:
+    """A written file's Delta stats hold each column's bounds, categoricals as their text."""
+    frame = pl.DataFrame(
+        {
+            "symbol": ["BTCUSDT"] * 4,
+            "price": [2.5, 1.0, None, 4.0],
+            "_bronze_key": pl.Series(["k/b.zip", "k/a.zip", "k/c.zip", "k/a.zip"],
+                                     dtype=pl.Categorical),
+            "_source": pl.Series(["archive"] * 4, dtype=pl.Categorical),
+        }
+    )  # fmt: skip
+    uri = str(tmp_path / "table")
+    (written,) = direct.write_partitions([({"symbol": "BTCUSDT"}, frame)], ["symbol"], uri, {})
+    stats = json.loads(written.stats)
+    assert stats["numRecords"] == 4
+    assert stats["minValues"] == {"price": 1.0, "_bronze_key": "k/a.zip", "_source": "archive"}
+    assert stats["maxValues"] == {"price": 4.0, "_bronze_key": "k/c.zip", "_source": "archive"}
+    assert stats["nullCount"] == {"price": 1, "_bronze_key": 0, "_source": 0}
+    assert (tmp_path / "table" / written.path).exists()

@@ -53,11 +53,16 @@ def _summary_exprs(schema: tuple[tuple[str, pl.DataType], ...]) -> tuple[list[st
     """Return the statistics columns of a schema and the expressions that summarise a chunk.
 
     Cached per schema: building some fifty expressions in Python for every file written cost
-    more interpreter time (under the GIL) than evaluating them.
+    more interpreter time (under the GIL) than evaluating them. A categorical's bounds are
+    taken over its distinct values: casting every row to text first cost 3 of a 50-file
+    batch's ~4.7 ms here.
     """
     stat_columns = [name for name, kind in schema if isinstance(kind, _STAT_KINDS)]
-    texts = [pl.col(name).cast(pl.String) if isinstance(kind, pl.Categorical) else pl.col(name)
-             for name, kind in schema if isinstance(kind, _STAT_KINDS)]  # fmt: skip
+    texts = [
+        pl.col(name).unique().cast(pl.String) if isinstance(kind, pl.Categorical) else pl.col(name)
+        for name, kind in schema
+        if isinstance(kind, _STAT_KINDS)
+    ]
     exprs = [
         *(e.min().alias(f"min:{c}") for c, e in zip(stat_columns, texts, strict=True)),
         *(e.max().alias(f"max:{c}") for c, e in zip(stat_columns, texts, strict=True)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from crypto_lakehouse.sources.binance.curl_transport import (
     CurlTransport,
     CurlTransportError,
+    _ca_file,
     _parse_headers,
 )
 from tests.servers.archive_files import FIXTURE_TREE
@@ -122,3 +124,17 @@ def test_headers_are_those_of_the_last_response() -> None:
     assert headers["etag"] == '"abc"'
     assert headers["Content-Length"] == "3"
     assert "via" not in headers
+
+
+def test_ca_bundle_is_the_one_python_trusts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SSL_CERT_FILE wins; without it (or when it is missing) a bundle that exists is used."""
+    bundle = tmp_path / "roots.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert _ca_file() == str(bundle)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    fallback = _ca_file()
+    assert fallback is not None and fallback != str(tmp_path / "missing.pem")
+    assert Path(fallback).exists()

@@ -24,6 +24,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 
+import certifi
 import pycurl
 from multidict import CIMultiDict
 
@@ -75,9 +76,13 @@ def _parse_headers(raw: bytes) -> CIMultiDict[str]:
 
 
 def _ca_file() -> str | None:
-    """Return the CA bundle Python's `ssl` trusts, so both HTTP stacks trust the same roots."""
+    """Return the CA bundle Python's `ssl` trusts, so both HTTP stacks trust the same roots.
+
+    `SSL_CERT_FILE` first, then OpenSSL's default file, then certifi's bundle (httpx brings
+    it) where the system has none, as on a python.org build for macOS.
+    """
     paths = ssl.get_default_verify_paths()
-    for candidate in (os.environ.get(paths.openssl_cafile_env), paths.cafile):
+    for candidate in (os.environ.get(paths.openssl_cafile_env), paths.cafile, certifi.where()):
         if candidate and os.path.exists(candidate):
             return candidate
     return None
