@@ -44,6 +44,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Sequence
     from types import FrameType, TracebackType
 
@@ -589,10 +590,12 @@ class ArchiveServer:
         host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Serve root (laid out as data/...); listings return at most page_size entries.
 
-        Every answer waits `latency` seconds first (it may be changed while serving).
+        Every answer waits `latency` seconds first (it may be changed while serving). With
+        `ssl_context` it serves HTTPS, as data.binance.vision does.
         """
         self.root = Path(root).resolve()
         self.page_size = page_size
@@ -602,6 +605,7 @@ class ArchiveServer:
         self.max_in_flight = 0
         self.emit_next_marker = emit_next_marker
         self.host = host
+        self.ssl_context = ssl_context
         self.faults = FaultPlan()
         self._port = port
         self._etags = _EtagCache()
@@ -620,8 +624,9 @@ class ArchiveServer:
 
     @property
     def archive_url(self) -> str:
-        """Download base URL, e.g. http://127.0.0.1:PORT."""
-        return f"http://{self.host}:{self.port}"
+        """Download base URL, e.g. http://127.0.0.1:PORT (https with an SSL context)."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def listing_url(self) -> str:
@@ -692,7 +697,8 @@ class ArchiveServer:
         )
         try:
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self._port, reuse_address=True, backlog=_BACKLOG)
+            site = web.TCPSite(runner, self.host, self._port, reuse_address=True,
+                               backlog=_BACKLOG, ssl_context=self.ssl_context)  # fmt: skip
             await site.start()
             self._port = runner.addresses[0][1]
         except BaseException as exc:  # e.g. the port is taken: raised again by start()

@@ -285,7 +285,10 @@ def test_unreachable_host_is_transient(
 
 
 def test_client_is_built_outside_a_loop_and_closes_its_session(settings: Settings) -> None:
-    """Construction needs no loop; the lazy session keeps raw bytes, trusts proxy env, closes."""
+    """Construction needs no loop; the lazy session keeps raw bytes, trusts proxy env, closes.
+
+    Closing the client also ends libcurl's thread when the small GETs went through it.
+    """
     client = ArchiveClient(settings)
 
     async def main() -> aiohttp.ClientSession:
@@ -297,6 +300,11 @@ def test_client_is_built_outside_a_loop_and_closes_its_session(settings: Setting
 
     session = asyncio.run(main())
     assert session.closed
+    if settings.http_client == "curl":  # the CHECKSUM went through libcurl's thread, now ended
+        assert client._curl is not None and client._curl._thread is not None
+        assert not client._curl._thread.is_alive()
+    else:
+        assert client._curl is None
     assert session.auto_decompress is False
     assert session.trust_env is False  # proxies are looked up once per host instead
     assert session.timeout.total is None

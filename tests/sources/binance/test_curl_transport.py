@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pycurl
 import pytest
 
 from crypto_lakehouse.sources.binance.curl_transport import (
@@ -16,9 +16,8 @@ from crypto_lakehouse.sources.binance.curl_transport import (
     _parse_headers,
 )
 from tests.servers.archive_files import FIXTURE_TREE
-
-if TYPE_CHECKING:
-    from tests.servers.archive_server import ArchiveServer
+from tests.servers.archive_server import ArchiveServer
+from tests.servers.tls import local_tls
 
 KEY = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip"
 
@@ -138,3 +137,31 @@ def test_ca_bundle_is_the_one_python_trusts(
     fallback = _ca_file()
     assert fallback is not None and fallback != str(tmp_path / "missing.pem")
     assert Path(fallback).exists()
+
+
+def test_https_is_verified_against_the_trusted_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over TLS the body arrives when the server's CA is trusted, and is refused when not."""
+    context, ca_pem = local_tls(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.zip").write_bytes(b"PK\x03\x04 body")
+    with ArchiveServer(tmp_path, ssl_context=context) as server:
+        url = server.archive_url + "/data/x.zip"
+        assert url.startswith("https://127.0.0.1:")
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+        trusting = transport()
+        try:
+            response = asyncio.run(trusting.get(url))
+        finally:
+            trusting.close()
+        assert response.status == 200
+        assert response.body == b"PK\x03\x04 body"
+        monkeypatch.delenv("SSL_CERT_FILE")  # the system's roots do not include the test CA
+        strict = transport()
+        try:
+            with pytest.raises(CurlTransportError) as err:
+                asyncio.run(strict.get(url))
+        finally:
+            strict.close()
+        assert err.value.code == pycurl.E_PEER_FAILED_VERIFICATION
