@@ -187,6 +187,7 @@ def _scheduled_run(
     return SimpleNamespace(
         small=list(range(waiting)), held_bytes=waiting * 1024, workers=2,
         batches_running=busy, awaiting=downloading, cpu_load=_Load(load),
+        parse_beside_downloads=False,
         settings=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap,
                                  memory_budget_mb=2048),
     )  # fmt: skip
@@ -222,7 +223,10 @@ def test_while_files_download_batches_start_on_idle_workers_only(
 
 
 def test_busy_cores_hold_files_until_the_downloads_end(started_batches: list[int]) -> None:
-    """In auto mode, downloads that keep the cores busy, or too new to tell, are not joined."""
+    """In auto mode, downloads that keep the cores busy, or too new to tell, are not joined.
+
+    Once idle cores let a batch start, later batches start too, whatever the load says then.
+    """
     run = _scheduled_run(70, busy=0, downloading=5, overlap="auto", load=None)
     small_files.schedule_batches(run)
     assert started_batches == []
@@ -232,6 +236,11 @@ def test_busy_cores_hold_files_until_the_downloads_end(started_batches: list[int
     run.cpu_load = _Load(0.1)  # the downloads now wait on the network
     small_files.schedule_batches(run)
     assert started_batches == [64]  # the 6 left wait to grow: 8 make a batch beside downloads
+    run.cpu_load = _Load(0.9)  # the batch's own parse loads the machine: no reason to stop
+    run.batches_running = 0
+    run.small = list(range(10))
+    small_files.schedule_batches(run)
+    assert started_batches == [64, 10]
     started_batches.clear()
     run = _scheduled_run(70, busy=0, downloading=5, overlap="never", load=0.0)
     small_files.schedule_batches(run)

@@ -86,8 +86,10 @@ class IngestRun:
     awaiting: int = 0
     #: Bytes of the held files' zips kept in memory (bounded: `small_files.hold_limit_bytes`).
     held_bytes: int = 0
-    #: The event loop's load since the downloads began (`small_files.schedule_batches`).
+    #: The machine's CPU load since the downloads began (`small_files.schedule_batches`).
     cpu_load: CpuLoad = field(default_factory=CpuLoad)
+    #: Set once the load said the downloads leave the cores idle: held files parse from then on.
+    parse_beside_downloads: bool = False
     _arrived: set[str] = field(default_factory=set)
     #: Where downloads and spilled bad bodies go: one `Path` per run, not one per file.
     download_dir: Path = field(init=False)
