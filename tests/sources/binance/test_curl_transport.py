@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
+import threading
 from pathlib import Path
 
 import pycurl
@@ -165,3 +167,41 @@ def test_https_is_verified_against_the_trusted_bundle(
         finally:
             strict.close()
         assert err.value.code == pycurl.E_PEER_FAILED_VERIFICATION
+
+
+def _one_shot_server(answer: bytes) -> tuple[str, threading.Thread]:
+    """Serve one connection: read the request, send `answer` (maybe nothing), close."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                if answer:
+                    connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/x.zip", thread
+
+
+def test_a_connection_closed_before_any_answer_is_not_a_short_body() -> None:
+    """No status line at all is a failed request; a status line and then a cut is short."""
+    curl = transport()
+    try:
+        url, server = _one_shot_server(b"")
+        with pytest.raises(CurlTransportError) as nothing:
+            asyncio.run(curl.get(url))
+        server.join(5)
+        url, server = _one_shot_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nPK\x03\x04")
+        with pytest.raises(CurlTransportError) as cut:
+            asyncio.run(curl.get(url))
+        server.join(5)
+    finally:
+        curl.close()
+    assert nothing.value.code == pycurl.E_GOT_NOTHING
+    assert not nothing.value.short
+    assert cut.value.code == pycurl.E_PARTIAL_FILE
+    assert cut.value.short
+    assert "after 4 bytes" in str(cut.value)

@@ -31,8 +31,8 @@ from multidict import CIMultiDict
 #: libcurl's receive buffer (default 16 KB): a daily zip arrives in one or two writes, each a
 #: call back into Python under the GIL.
 _BUFFER_BYTES = 256 << 10
-#: Errors where libcurl saw the body end before its Content-Length.
-_SHORT_BODY_ERRORS = frozenset({pycurl.E_PARTIAL_FILE, pycurl.E_RECV_ERROR, pycurl.E_GOT_NOTHING})
+#: Errors that, once a response's status line has arrived, mean its body was cut short.
+_SHORT_BODY_ERRORS = frozenset({pycurl.E_PARTIAL_FILE, pycurl.E_RECV_ERROR})
 _POLL_IN = select.POLLIN | select.POLLPRI
 _POLL_OUT = select.POLLOUT
 
@@ -235,7 +235,10 @@ class CurlTransport:
                 spare.append(handle)
             for handle, code, message in failed:
                 request = active.pop(handle)
-                short = code in _SHORT_BODY_ERRORS
+                # Cut before any response (nothing, or a reset) is a failed request, as with
+                # aiohttp; cut after the status line is a short body.
+                answered = int(handle.getinfo(pycurl.RESPONSE_CODE)) > 0
+                short = code in _SHORT_BODY_ERRORS and answered
                 received = len(request.body.getvalue())
                 done.append((request, CurlTransportError(
                     f"curl error {code} ({message}) after {received} bytes",
