@@ -205,6 +205,36 @@ def cpu_info() -> dict[str, Any]:
             "loadavg_at_start": os.getloadavg()}  # fmt: skip
 
 
+def cpu_ticks() -> list[int] | None:
+    """Return the machine's CPU clock ticks since boot (user, nice, system, idle, iowait, irq,
+    softirq, steal), from /proc/stat; None where that file is missing."""
+    try:
+        with open("/proc/stat", "rb") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    return [int(value) for value in fields[1:9]] if fields[:1] == [b"cpu"] else None
+
+
+def host_noise(start: list[int] | None, end: list[int] | None) -> dict[str, float]:
+    """Describe the host over a run: the share of CPU time stolen by the hypervisor, and busy.
+
+    On this shared VM a run's figures move with the host: steal time is the hypervisor
+    running someone else while this VM wanted the core, so a run with much of it measured
+    the neighbours as well as the code.
+    """
+    if start is None or end is None:
+        return {}
+    delta = [b - a for a, b in zip(start, end, strict=True)]
+    total = sum(delta) or 1
+    ticks_per_second = os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+    return {
+        "steal_share": round(delta[7] / total, 4),
+        "busy_share": round((total - delta[3] - delta[4]) / total, 3),
+        "seconds": round(total / ticks_per_second, 1),
+    }
+
+
 @contextlib.contextmanager
 def scratch(parent: Path) -> Iterator[Path]:
     """Yield a folder for every lake and output of one bench run; delete it when the run ends.

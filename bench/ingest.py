@@ -40,7 +40,9 @@ from _measure import (
     Measured,
     ServedArchive,
     cpu_info,
+    cpu_ticks,
     ensure_paths,
+    host_noise,
     run_measured,
     scratch,
     served_archive,
@@ -382,11 +384,17 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     print(f"machine: {report['machine']} (figures are noisy when the load average is high)")
+    ticks = cpu_ticks()
     with scratch(args.work_dir) as args.scratch:
         if args.scenario in ("big", "all"):
             report["scenarios"]["big"] = run_big(args, executors)
         if args.scenario in ("small", "all"):
             report["scenarios"]["small"] = run_small(args, executors)
+    report["host_during_run"] = host_noise(ticks, cpu_ticks())
+    print(
+        f"\nhost during the run: {report['host_during_run']} (steal: CPU time the hypervisor "
+        "gave to other guests while this one wanted it)"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     # A one-scenario run gets its own name: it must not replace the day's full report; nor
     # may a profiling run (its timings carry the profiler) replace a measured one.

@@ -34,7 +34,9 @@ from _measure import (
     MB,
     ServedArchive,
     cpu_info,
+    cpu_ticks,
     ensure_paths,
+    host_noise,
     run_measured,
     scratch,
     served_archive,
@@ -144,18 +146,22 @@ def _report(variants: list[Variant], csv_bytes: int, args: argparse.Namespace) -
         ratio = statistics.median(
             [mine / theirs for mine, theirs in zip(variant.seconds, first.seconds, strict=True)]
         )
+        quartiles = statistics.quantiles(variant.seconds, n=4) if len(variant.seconds) > 1 else []
         rows.append({"variant": variant.name, "latency_ms": variant.latency_ms,
                      "overrides": variant.overrides, "env": variant.env,
                      "seconds": variant.seconds,
                      "median_s": round(median, 3), "mb_per_s": round(csv_bytes / MB / median, 1),
+                     "quartiles_s": [round(q, 3) for q in quartiles],
                      "paired_ratio": round(ratio, 3)})  # fmt: skip
         print(f"{variant.name:<16}{median:>10.3f}{csv_bytes / MB / median:>8.1f}"
               f"{min(variant.seconds):>8.3f}{ratio:>22.3f}")  # fmt: skip
+    host = host_noise(args.ticks, cpu_ticks())
+    print(f"host during the run: {host} (steal: CPU time given to other guests)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = args.out or RESULTS / f"paired-{datetime.now(UTC).date().isoformat()}.json"
     report = {"benchmark": "paired", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": cpu_info(), "argv": sys.argv[1:], "files": args.files,
-              "rounds": args.rounds, "variants": rows}  # fmt: skip
+              "machine": cpu_info(), "host_during_run": host, "argv": sys.argv[1:],
+              "files": args.files, "rounds": args.rounds, "variants": rows}  # fmt: skip
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nresults written to {out}")
 
@@ -179,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"variant names must differ: {names}")
     ensure_paths()
     WORK.mkdir(parents=True, exist_ok=True)
+    args.ticks = cpu_ticks()
     with scratch(args.work_dir) as args.scratch:
         return run_rounds(args.variant, args)
 
