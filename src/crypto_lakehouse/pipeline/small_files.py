@@ -2,11 +2,11 @@
 
 While the downloads leave the cores idle (a remote archive), a batch starts as soon as a
 worker is idle, with an eighth of `parse_batch_files`, and grows while every worker is busy;
-while they keep the cores busy (a fast mirror), files wait for the downloads to end. Then what waits
-is split into equal batches, as many as a multiple of the workers. The batch's worker parses
-them in one polars pass while the bronze objects are written beside it, and writes silver
-once they are stored (`parse_batch.store_and_parse_batch`); on any doubt each file gets its
-own parse.
+while they keep the cores busy (a fast mirror), files wait for the downloads to end. Then
+what waits is split into equal batches, as many as a multiple of the workers. The batch's
+worker parses them in one polars pass while the bronze objects are written beside it, and
+writes silver once they are stored (`parse_batch.store_and_parse_batch`); on any doubt each
+file gets its own parse.
 """
 
 from __future__ import annotations
