@@ -28,12 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crypto_lakehouse.pipeline.cpu_load import IDLE, IOWAIT, STEAL, cpu_ticks
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from multiprocessing.connection import Connection
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
+__all__ = ["cpu_ticks"]  # re-exported for the bench scripts, beside `host_noise`
 
 
 @dataclass(slots=True)
@@ -205,17 +208,6 @@ def cpu_info() -> dict[str, Any]:
             "loadavg_at_start": os.getloadavg()}  # fmt: skip
 
 
-def cpu_ticks() -> list[int] | None:
-    """Return the machine's CPU clock ticks since boot (user, nice, system, idle, iowait, irq,
-    softirq, steal), from /proc/stat; None where that file is missing."""
-    try:
-        with open("/proc/stat", "rb") as handle:
-            fields = handle.readline().split()
-    except OSError:
-        return None
-    return [int(value) for value in fields[1:9]] if fields[:1] == [b"cpu"] else None
-
-
 def host_noise(start: list[int] | None, end: list[int] | None) -> dict[str, float]:
     """Describe the host over a run: the share of CPU time stolen by the hypervisor, and busy.
 
@@ -229,8 +221,8 @@ def host_noise(start: list[int] | None, end: list[int] | None) -> dict[str, floa
     total = sum(delta) or 1
     ticks_per_second = os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
     return {
-        "steal_share": round(delta[7] / total, 4),
-        "busy_share": round((total - delta[3] - delta[4]) / total, 3),
+        "steal_share": round(delta[STEAL] / total, 4),
+        "busy_share": round((total - delta[IDLE] - delta[IOWAIT]) / total, 3),
         "seconds": round(total / ticks_per_second, 1),
     }
 

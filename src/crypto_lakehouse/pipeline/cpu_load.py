@@ -26,22 +26,33 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+#: Positions in `cpu_ticks`: user nice system idle iowait irq softirq steal.
+IDLE, IOWAIT, STEAL = 3, 4, 7
+
+
+def cpu_ticks(path: Path = _PROC_STAT) -> list[int] | None:
+    """Return all cores' clock ticks since boot by kind (`IDLE`, ...), or None without the file."""
+    try:
+        with path.open("rb") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != b"cpu" or len(fields) < 9:
+        return None
+    return [int(value) for value in fields[1:9]]
+
+
 def read_cpu_ticks(path: Path = _PROC_STAT) -> tuple[int, int] | None:
     """Return (busy, total) clock ticks of all cores since boot, or None without /proc/stat.
 
     Idle and I/O wait are not busy; time stolen by a hypervisor is, since this VM could not
     run then either.
     """
-    try:
-        with path.open("rb") as handle:
-            fields = handle.readline().split()
-    except OSError:
+    ticks = cpu_ticks(path)
+    if ticks is None:
         return None
-    if not fields or fields[0] != b"cpu" or len(fields) < 6:
-        return None
-    ticks = [int(value) for value in fields[1:9]]  # user nice system idle iowait irq softirq steal
     total = sum(ticks)
-    return total - ticks[3] - ticks[4], total
+    return total - ticks[IDLE] - ticks[IOWAIT], total
 
 
 @dataclass(slots=True)

@@ -355,21 +355,19 @@ async def _discover(
             symbols += await archive.list_symbols(dataset.symbols_prefix(period))
         symbols = sorted(set(symbols))
     periods = [p for p in dataset.periods if request.period in ("auto", p)]
+    prefixes = [(symbol, period) for symbol in symbols for period in periods]
     # Every listing at once (the client's semaphore bounds them): one after another, a
     # hundred symbols cost a hundred round trips to the archive before the first download.
     listings = await _all_or_none([
         archive.list_all(dataset.archive_prefix(period, symbol, request.interval))
-        for symbol in symbols for period in periods
+        for symbol, period in prefixes
     ])  # fmt: skip
+    by_symbol: dict[str, dict[str, list[ArchiveObject]]] = {symbol: {} for symbol in symbols}
+    for (symbol, period), (objects, _) in zip(prefixes, listings, strict=True):
+        by_symbol[symbol][period] = objects
     planned: list[PlannedFile] = []
     missing: list[PlannedFile] = []
-    for index, symbol in enumerate(symbols):
-        first = index * len(periods)
-        listed: dict[str, list[ArchiveObject]] = {
-            period: objects
-            for period, (objects, _) in zip(periods, listings[first : first + len(periods)],
-                                            strict=True)
-        }  # fmt: skip
+    for symbol, listed in by_symbol.items():
         chosen, absent = select_files(
             dataset, symbol, listed, start=request.start, end=request.end, mode=request.period
         )

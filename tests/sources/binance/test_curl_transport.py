@@ -14,6 +14,7 @@ import pytest
 from crypto_lakehouse.sources.binance.curl_transport import (
     CurlTransport,
     CurlTransportError,
+    WholeResponse,
     _ca_file,
     _parse_headers,
 )
@@ -34,22 +35,22 @@ def test_get_returns_status_headers_body_and_hash(archive: ArchiveServer) -> Non
     source = (FIXTURE_TREE / KEY).read_bytes()
     curl = transport()
 
-    async def main() -> list[object]:
-        return list(await asyncio.gather(
+    async def main() -> tuple[WholeResponse, WholeResponse]:
+        return await asyncio.gather(
             curl.get(archive.archive_url + "/" + KEY),
             curl.get(archive.archive_url + "/" + KEY + ".missing"),
-        ))  # fmt: skip
+        )
 
     try:
         found, missing = asyncio.run(main())
     finally:
         curl.close()
-    assert found.status == 200  # type: ignore[attr-defined]
-    assert found.body == source  # type: ignore[attr-defined]
-    assert found.sha256 == hashlib.sha256(source).hexdigest()  # type: ignore[attr-defined]
-    assert found.headers["content-length"] == str(len(source))  # type: ignore[attr-defined]
-    assert found.headers["ETag"].strip('"') == hashlib.md5(source).hexdigest()  # type: ignore[attr-defined]
-    assert missing.status == 404  # type: ignore[attr-defined]
+    assert found.status == 200
+    assert found.body == source
+    assert found.sha256 == hashlib.sha256(source).hexdigest()
+    assert found.headers["content-length"] == str(len(source))
+    assert found.headers["ETag"].strip('"') == hashlib.md5(source).hexdigest()
+    assert missing.status == 404
 
 
 def test_connections_are_bounded_and_every_request_answered(archive: ArchiveServer) -> None:
