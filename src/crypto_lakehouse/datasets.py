@@ -6,6 +6,7 @@ and COIN-M headers name columns for what UM files hold (binance-archive.md §2.1
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -149,6 +150,7 @@ class Dataset:
         return f"{self.archive_prefix(period, symbol, interval)}{symbol}-{middle}-{stamp}.zip"
 
 
+@functools.cache  # asked per file of a run (`Dataset.table`)
 def _snake(name: str) -> str:
     """Return `aggTrades` as `agg_trades`, `BVOLIndex` as `bvol_index`."""
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)

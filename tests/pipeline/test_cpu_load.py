@@ -34,7 +34,7 @@ def test_share_is_the_machines_since_the_start(
     monkeypatch.setattr(cpu_load, "_cores", lambda: 2)
     stat = tmp_path / "stat"
     _stat(stat, user=1000, idle=5000)
-    load = CpuLoad(stat_path=stat)
+    load = CpuLoad(stat_path=stat, reuse_seconds=0)
     _stat(stat, user=1003, idle=5002)  # 5 ticks on 2 cores: fewer than 4 a core
     assert load.busy_share() is None
     _stat(stat, user=1015, idle=5005)  # a local server and the client: 15 of 20 ticks busy
@@ -43,19 +43,35 @@ def test_share_is_the_machines_since_the_start(
     assert load.busy_share() == pytest.approx(0.35)
 
 
+def test_a_fresh_reading_is_reused_for_a_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked again within `reuse_seconds`, the share is the last one; after, it is read anew."""
+    monkeypatch.setattr(cpu_load, "_cores", lambda: 2)
+    stat = tmp_path / "stat"
+    _stat(stat, user=1000, idle=5000)
+    load = CpuLoad(stat_path=stat, reuse_seconds=0.05)
+    _stat(stat, user=1015, idle=5005)
+    assert load.busy_share() == 0.75
+    _stat(stat, user=1016, idle=5039)
+    assert load.busy_share() == 0.75  # the same tick: not read again
+    time.sleep(0.06)
+    assert load.busy_share() == pytest.approx(16 / 55)
+
+
 def test_without_proc_stat_this_process_stands_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No /proc/stat: this process's CPU time over the cores; spinning is busy, sleeping not."""
     monkeypatch.setattr(cpu_load, "_cores", lambda: 1)
-    busy = CpuLoad(stat_path=tmp_path / "missing")
+    busy = CpuLoad(stat_path=tmp_path / "missing", reuse_seconds=0)
     assert busy.busy_share() is None
     end = time.perf_counter() + 0.06
     while time.perf_counter() < end:
         sum(range(1000))
     share = busy.busy_share()
     assert share is not None and share > 0.25  # ~1 alone; more than a quarter when shared
-    idle = CpuLoad(stat_path=tmp_path / "missing")
+    idle = CpuLoad(stat_path=tmp_path / "missing", reuse_seconds=0)
     time.sleep(0.06)
     share = idle.busy_share()
     assert share is not None and share < 0.1

@@ -108,6 +108,10 @@ class CurlTransport:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
+        #: Set by a submitter that wrote a wake-up byte, cleared by the thread before it takes
+        #: requests: later submitters skip the write (a syscall, and a wake-up of the thread)
+        #: while one is pending. A bare flag suffices: a stale True only costs a spare write.
+        self._wake_pending = False
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -134,6 +138,10 @@ class CurlTransport:
                 self._thread = threading.Thread(target=self._run, name="curl", daemon=True)
                 self._thread.start()
         self._submitted.put(request)
+        # After the put: a thread that cleared the flag before it took requests sees this one.
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
             os.write(self._wake_write, b"\0")
 
@@ -204,6 +212,7 @@ class CurlTransport:
         self, multi: pycurl.CurlMulti, active: dict[pycurl.Curl, _Request], spare: list[pycurl.Curl]
     ) -> bool:
         """Add every queued request to the multi handle; True when asked to stop."""
+        self._wake_pending = False  # before taking: a request queued after this writes again
         while True:
             try:
                 request = self._submitted.get_nowait()
