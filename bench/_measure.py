@@ -244,40 +244,77 @@ def scratch(parent: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: The archive stand-ins a bench can run: `mirror` (`tests/servers/archive_mirror.py`, a plain
+#: mirror on a bare asyncio protocol, ~0.07 ms of CPU a request) and `full`
+#: (`tests/servers/archive_server.py`, the tests' stand-in on aiohttp.web with fault injection,
+#: ~0.25 ms). The real archive costs the client's machine no CPU; `mirror` comes closest.
+STAND_INS = ("mirror", "full")
+
+
 @dataclass(frozen=True, slots=True)
 class ServedArchive:
-    """URLs of an archive stand-in running in its own process."""
+    """URLs of an archive stand-in running in its own process, and that process's id."""
 
     archive_url: str
     listing_url: str
+    pid: int
+    stand_in: str = "mirror"
+
+    def cpu_seconds(self) -> float | None:
+        """Return the CPU time the stand-in's process has used so far (None off Linux)."""
+        return process_cpu_seconds(self.pid)
 
 
-def _serve(root: str, latency_s: float, conn: Connection) -> None:
-    """Child: serve `root` with the archive stand-in (ETags warmed) until the parent says stop."""
+def process_cpu_seconds(pid: int) -> float | None:
+    """Return a process's user + system CPU seconds from /proc, or None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _serve(root: str, latency_s: float, stand_in: str, conn: Connection) -> None:
+    """Child: serve `root` with the chosen stand-in (warmed) until the parent says stop."""
     ensure_paths()
+    from tests.servers.archive_mirror import ArchiveMirror
     from tests.servers.archive_server import ArchiveServer
 
+    if stand_in == "mirror":
+        with ArchiveMirror(Path(root), latency=latency_s) as mirror:
+            mirror.warm()
+            conn.send((mirror.archive_url, mirror.listing_url))
+            conn.recv()  # blocks until the parent is done
+        return
     with ArchiveServer(Path(root), latency=latency_s) as server:
         server.warm_etags()
         conn.send((server.archive_url, server.listing_url))
-        conn.recv()  # blocks until the parent is done
+        conn.recv()
 
 
 @contextlib.contextmanager
-def served_archive(root: Path, latency_s: float = 0.0) -> Iterator[ServedArchive]:
-    """Run the archive stand-in in a spawned process, as the real archive is another machine.
+def served_archive(
+    root: Path, latency_s: float = 0.0, stand_in: str = "mirror"
+) -> Iterator[ServedArchive]:
+    """Run an archive stand-in (`STAND_INS`) in a spawned process, as the real archive is another
+    machine.
 
     In the benchmark's own process its threads would compete for one GIL with the memory
     sampler; in its own process it only competes for the cores. Every answer waits
     `latency_s` first, as a distant archive's round trip does.
     """
+    if stand_in not in STAND_INS:
+        raise ValueError(f"unknown stand-in {stand_in!r}: one of {', '.join(STAND_INS)}")
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=_serve, args=(str(root), latency_s, child), daemon=True)
+    process = context.Process(target=_serve, args=(str(root), latency_s, stand_in, child),
+                              daemon=True)  # fmt: skip
     process.start()
     try:
         archive_url, listing_url = parent.recv()
-        yield ServedArchive(archive_url, listing_url)
+        assert process.pid is not None
+        yield ServedArchive(archive_url, listing_url, process.pid, stand_in)
     finally:
         parent.send("stop")
         process.join(timeout=10)

@@ -7,9 +7,10 @@ as in `bench/ingest.py`. The medians and the median of the per-round ratios to t
 variant are reported.
 
 A variant is `name:key=value,...`. `latency_ms` sets the archive stand-in's wait before each
-answer (one stand-in per latency, all started up front); `env.NAME` sets an environment
-variable of the variant's ingest processes (knobs read at start-up, such as allocator
-settings); any other key is a Settings field.
+answer, `stand_in` which stand-in serves (`mirror`, the default, or `full`; one server per
+stand-in and latency, all started up front), and `workers` the parse workers (else
+`--workers`); `env.NAME` sets an environment variable of the variant's ingest processes
+(knobs read at start-up, such as allocator settings); any other key is a Settings field.
 
     .venv/bin/python bench/paired.py --rounds 8 \\
         --variant "auto:latency_ms=10" --variant "never:latency_ms=10,overlap_parse=never"
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from _gen import WORK, klines_request, klines_tree
 from _measure import (
     MB,
+    STAND_INS,
     ServedArchive,
     cpu_info,
     cpu_ticks,
@@ -55,6 +57,8 @@ class Variant:
 
     name: str
     latency_ms: float = 0.0
+    stand_in: str = "mirror"
+    workers: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
@@ -73,6 +77,12 @@ def parse_variant(spec: str) -> Variant:
         value = _value(text)
         if key == "latency_ms":
             variant.latency_ms = float(value)
+        elif key == "workers":
+            variant.workers = int(value)
+        elif key == "stand_in":
+            if text not in STAND_INS:
+                raise argparse.ArgumentTypeError(f"stand_in must be one of {STAND_INS}")
+            variant.stand_in = text
         elif key.startswith("env."):
             variant.env[key.removeprefix("env.")] = text
         else:
@@ -109,20 +119,22 @@ def run_rounds(variants: list[Variant], args: argparse.Namespace) -> int:
     """Run every variant once per round, alternating the order; return the rows expected."""
     tree = klines_tree(args.files, args.symbols)
     request = klines_request(tree)
-    latencies = sorted({v.latency_ms for v in variants})
+    served = sorted({(v.stand_in, v.latency_ms) for v in variants})
     with contextlib.ExitStack() as stack:
-        servers: dict[float, ServedArchive] = {
-            ms: stack.enter_context(served_archive(tree.root, ms / 1000)) for ms in latencies
+        servers: dict[tuple[str, float], ServedArchive] = {
+            (kind, ms): stack.enter_context(served_archive(tree.root, ms / 1000, kind))
+            for kind, ms in served
         }
         for number in range(args.rounds):
             order = variants if number % 2 == 0 else variants[::-1]
             for variant in order:
-                server = servers[variant.latency_ms]
+                server = servers[variant.stand_in, variant.latency_ms]
                 lake = Path(tempfile.mkdtemp(prefix="lake-paired-", dir=args.scratch))
                 with _environment(variant.env):  # a spawned child copies it at its start
                     measured = run_measured(
                         ingest_run, server.archive_url, server.listing_url, str(lake), request,
-                        "threads", args.workers, variant.overrides,
+                        "threads", args.workers if variant.workers is None else variant.workers,
+                        variant.overrides,
                     )  # fmt: skip
                 value = measured.value
                 if measured.error or value.get("rows") != tree.rows or value.get("failed"):
