@@ -56,6 +56,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     501: "Not Implemented",
 }
 
@@ -331,8 +332,11 @@ class _Connection(asyncio.Protocol):
             b"transfer-encoding" in lowered
         ):
             keep_alive = False  # a request body is not read: the connection cannot go on
-        answer = self._mirror.answer(method, target, _field(fields, lowered, b"if-none-match"))
-        if answer.status == 405:
+        try:
+            answer = self._mirror.answer(method, target, _field(fields, lowered, b"if-none-match"))
+        except Exception as exc:  # answered, as S3 answers its own failures
+            answer = _xml_answer(500, _error_xml(500, f"{type(exc).__name__}: {exc}"))
+        if answer.status in (405, 500):
             keep_alive = False
         head_only = method == b"HEAD"
         if self._mirror.latency > 0:

@@ -159,3 +159,26 @@ def test_ingest_through_the_mirror_loads_the_real_files(archive_root: Path, tmp_
         "SELECT count(*), min(open_time) FROM silver.spot_klines"
     )
     assert frame.row(0) == (4320, datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def test_http_1_0_closes_and_a_failure_answers_500(
+    archive_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTP/1.0 request gets its answer, then the close; a listing that fails answers 500."""
+    from tests.servers import archive_mirror
+
+    def broken(*args: object, **kwargs: object) -> tuple[int, bytes]:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(archive_mirror, "render_listing", broken)
+    with ArchiveMirror(archive_root) as mirror:
+        port = int(mirror.archive_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(f"GET /{ZIP_KEY}.CHECKSUM HTTP/1.0\r\n\r\n".encode())
+            received = b""
+            while chunk := sock.recv(1 << 16):  # ends when the server closes
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in received
+        status, headers, body = _get(mirror.archive_url, "/data.binance.vision?prefix=data/")
+    assert status == 500 and b"OSError: disk gone" in body
+    assert headers["Connection"] == "close"
