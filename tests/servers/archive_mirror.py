@@ -21,13 +21,11 @@ that both answer alike.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 import time
 from email.utils import formatdate
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from tests.servers.archive_server import (
@@ -43,9 +41,7 @@ from tests.servers.archive_server import (
     locate,
     render_listing,
 )
-
-if TYPE_CHECKING:
-    from types import TracebackType
+from tests.servers.lifecycle import LoopThreadServer
 
 #: A request head longer than this is refused (431), as servers bound their header buffers.
 MAX_HEAD_BYTES = 16 << 10
@@ -100,7 +96,7 @@ class _Dates:
         return self._line
 
 
-class ArchiveMirror:
+class ArchiveMirror(LoopThreadServer):
     """Serve a folder laid out as data/... like the archive, from a daemon thread's loop."""
 
     def __init__(
@@ -108,6 +104,7 @@ class ArchiveMirror:
         page_size: int = 1000,
     ) -> None:  # fmt: skip
         """Serve `root`; every answer waits `latency` seconds first, as a distant CDN's does."""
+        super().__init__()
         self.root = Path(root).resolve()
         self.host = host
         self.latency = latency
@@ -117,9 +114,6 @@ class ArchiveMirror:
         self._etags = _EtagCache()
         self._objects: dict[str, _Object] = {}
         self._dates = _Dates()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
 
     @property
     def archive_url(self) -> str:
@@ -186,30 +180,11 @@ class ArchiveMirror:
         self._objects[path] = found
         return found
 
-    def start(self) -> ArchiveMirror:
-        """Bind and serve from a daemon thread."""
-        if self._thread is not None:
-            raise RuntimeError("ArchiveMirror is already running")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(target=asyncio.run, args=(self._serve(ready, failure),),
-                                  name="archive-mirror", daemon=True)  # fmt: skip
-        thread.start()
-        if not ready.wait(30):
-            raise RuntimeError("ArchiveMirror did not start")
-        if failure:
-            thread.join()
-            raise failure[0]
-        self._thread = thread
-        return self
-
     async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         """Bind, signal ready, serve until `stop`, then close every connection."""
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
         connections: set[_Connection] = set()
         try:
-            server = await self._loop.create_server(
+            server = await asyncio.get_running_loop().create_server(
                 lambda: _Connection(self, connections), self.host, self._port,
                 reuse_address=True, backlog=_BACKLOG,
             )  # fmt: skip
@@ -220,36 +195,12 @@ class ArchiveMirror:
         self._port = server.sockets[0].getsockname()[1]
         ready.set()
         try:
-            await self._stopping.wait()
+            await self._until_stopped()
         finally:
             server.close()
             for connection in list(connections):
                 connection.close()
             await server.wait_closed()
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # loop already gone
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join()
-        self._thread = self._loop = self._stopping = None
-
-    def __enter__(self) -> ArchiveMirror:
-        """Start on entering the with block."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop on leaving the with block."""
-        self.stop()
 
 
 class _Object:

@@ -43,10 +43,12 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from tests.servers.lifecycle import LoopThreadServer
+
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Sequence
-    from types import FrameType, TracebackType
+    from types import FrameType
 
 BUCKET = "data.binance.vision"
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -591,7 +593,7 @@ def _not_modified(request: web.BaseRequest, etag: str, mtime: float) -> bool:
     return int(mtime) <= since
 
 
-class ArchiveServer:
+class ArchiveServer(LoopThreadServer):
     """Local HTTP server that mimics data.binance.vision over a folder of files.
 
     It runs an aiohttp.web application on its own event loop in a daemon thread.
@@ -613,6 +615,7 @@ class ArchiveServer:
         Every answer waits `latency` seconds first (it may be changed while serving). With
         `ssl_context` it serves HTTPS, as data.binance.vision does.
         """
+        super().__init__()
         self.root = Path(root).resolve()
         self.page_size = page_size
         self.latency = latency
@@ -627,9 +630,6 @@ class ArchiveServer:
         self._etags = _EtagCache()
         self._lock = threading.Lock()
         self._log: list[RequestRecord] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
 
     @property
     def port(self) -> int:
@@ -677,31 +677,8 @@ class ArchiveServer:
                 self._etags.of_path(path)
         return len(files)
 
-    def start(self) -> ArchiveServer:
-        """Bind (reusing the previous port after a stop) and serve from a daemon thread."""
-        if self._thread is not None:
-            raise RuntimeError("ArchiveServer is already running")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(
-            target=asyncio.run,
-            args=(self._serve(ready, failure),),
-            name="archive-server",
-            daemon=True,
-        )
-        thread.start()
-        if not ready.wait(30):
-            raise RuntimeError("ArchiveServer did not start")
-        if failure:
-            thread.join()
-            raise failure[0]
-        self._thread = thread
-        return self
-
     async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         """Bind, signal ready, and serve until stop() sets the stopping event."""
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", _Handler(self).handle)
         runner = web.AppRunner(
@@ -726,35 +703,11 @@ class ArchiveServer:
         threading.current_thread().name = f"archive-server-{self._port}"
         ready.set()
         try:
-            await self._stopping.wait()
+            await self._until_stopped()
         finally:
             # Stops listening, closes idle keep-alive connections at once and gives requests
             # in flight _SHUTDOWN_TIMEOUT to finish before their connections are cut.
             await runner.cleanup()
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection, including idle keep-alives."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # loop already gone
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join()
-        self._thread = self._loop = self._stopping = None
-
-    def __enter__(self) -> ArchiveServer:
-        """Start on entering the with block."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop on leaving the with block."""
-        self.stop()
 
     def _record(self, record: RequestRecord, index: int | None = None) -> int:
         """Append a log record, or replace the one at index; return its index."""

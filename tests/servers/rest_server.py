@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.servers import rest_endpoints
+from tests.servers.lifecycle import StartStop
 from tests.servers.rest_data import MarketData, SymbolSpec, ms
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from tests.servers.rest_data import Market
 
 _FAMILY: dict[str, Market] = {"/api/v3/": "spot", "/fapi/v1/": "um", "/dapi/v1/": "cm"}
@@ -101,7 +100,7 @@ class _HTTPServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
-class RestServer:
+class RestServer(StartStop):
     """Threaded HTTP stand-in for api.binance.com, fapi.binance.com and dapi.binance.com."""
 
     def __init__(
@@ -196,19 +195,6 @@ class RestServer:
             self._httpd.server_close()
             self._thread.join()
         self._httpd = self._thread = None
-
-    def __enter__(self) -> RestServer:
-        """Start on entering the with block."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop on leaving the with block."""
-        self.stop()
 
     # ---- request handling ------------------------------------------------------------------
 

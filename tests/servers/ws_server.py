@@ -24,9 +24,10 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from tests.servers.lifecycle import StartStop
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
 
     from websockets.asyncio.server import ServerConnection
 
@@ -42,7 +43,7 @@ def _streams_of(target: str) -> tuple[set[str], bool]:
     return {parts.path.removeprefix("/ws/")}, False
 
 
-class WsServer:
+class WsServer(StartStop):
     """Threaded WebSocket stand-in with a shared event script, disconnects and pings."""
 
     def __init__(
@@ -193,16 +194,3 @@ class WsServer:
         if self._thread is not None:
             self._thread.join(5)
         self._thread = None
-
-    def __enter__(self) -> WsServer:
-        """Start on entering the with block."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop on leaving the with block."""
-        self.stop()
