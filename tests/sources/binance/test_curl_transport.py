@@ -11,6 +11,7 @@ from pathlib import Path
 import pycurl
 import pytest
 
+from crypto_lakehouse.sources.binance import curl_transport
 from crypto_lakehouse.sources.binance.curl_transport import (
     CurlTransport,
     CurlTransportError,
@@ -68,6 +69,40 @@ def test_connections_are_bounded_and_every_request_answered(archive: ArchiveServ
         curl.close()
     assert statuses == [200] * 24
     assert 1 <= archive.max_in_flight <= 3
+
+
+def test_requests_queued_together_share_a_wake_up_and_none_is_lost(
+    archive: ArchiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 GETs queued at once write far fewer than 40 wake-ups; GETs one after another, each
+    queued while the thread sleeps with nothing in flight, are each answered (none waits for
+    a wake-up that never comes)."""
+    curl = transport(max_connections=4)
+    writes: list[int] = []
+    real_write = curl_transport.os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        if fd == curl._wake_write:
+            writes.append(fd)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(curl_transport.os, "write", counting_write)
+    url = archive.archive_url + "/" + KEY
+
+    async def main() -> tuple[list[WholeResponse], list[WholeResponse]]:
+        together = await asyncio.gather(*(curl.get(url) for _ in range(40)))
+        one_by_one = []
+        for _ in range(5):
+            await asyncio.sleep(0.02)  # the thread is back in poll, nothing in flight
+            one_by_one.append(await asyncio.wait_for(curl.get(url), timeout=5))
+        return together, one_by_one
+
+    try:
+        together, one_by_one = asyncio.run(main())
+    finally:
+        curl.close()
+    assert [r.status for r in together + one_by_one] == [200] * 45
+    assert len(writes) < 20  # one per wake-up of the thread, not one per request
 
 
 def test_close_fails_requests_in_flight_and_refuses_new_ones(archive: ArchiveServer) -> None:

@@ -108,9 +108,10 @@ class CurlTransport:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
-        #: Set by a submitter that wrote a wake-up byte, cleared by the thread before it takes
+        #: Set by a submitter that writes a wake-up byte, cleared by the thread before it takes
         #: requests: later submitters skip the write (a syscall, and a wake-up of the thread)
-        #: while one is pending. A bare flag suffices: a stale True only costs a spare write.
+        #: while one is pending. True always has its byte in the pipe (or about to be); a False
+        #: that is stale only costs a spare write. A bare flag, then, without a lock.
         self._wake_pending = False
         self._thread: threading.Thread | None = None
         self._closed = False
