@@ -4,8 +4,10 @@ Scenarios (issue 3, "Scale and speed"):
   big    one UM monthly aggTrades zip of --csv-mb MB of CSV (target ≥ 250 MB/s, RSS < 2 GB)
   small  --files daily spot 1m kline zips of ~215 KB CSV each (target ≥ 150 MB/s)
 
-Files are generated once and cached under bench/work/, served over HTTP by the archive
-stand-in (tests/servers/archive_server.py, in its own process), and ingested by
+Files are generated once and cached under bench/work/, served over HTTP in their own process
+by a plain mirror of the archive (tests/servers/archive_mirror.py; `--stand-in full`: the
+tests' stand-in, tests/servers/archive_server.py; each ingest row prints the CPU the server
+used), and ingested by
 `pipeline.ingest.ingest` into a fresh temporary lake per run. Each measured step runs in its
 own spawned process, --repeat rounds (3) in which every step (baselines and ingests) runs once,
 in reverse order every other round, so the host's drift falls on all of them alike; the
