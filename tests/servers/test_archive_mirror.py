@@ -16,6 +16,7 @@ from crypto_lakehouse.config import Settings
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
 from crypto_lakehouse.query.engine import QueryEngine
 from crypto_lakehouse.storage.lake import Lake
+from tests.servers import archive_mirror
 from tests.servers.archive_mirror import ArchiveMirror
 from tests.servers.archive_server import CHUNK_SIZE, ArchiveServer
 
@@ -165,7 +166,6 @@ def test_http_1_0_closes_and_a_failure_answers_500(
     archive_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An HTTP/1.0 request gets its answer, then the close; a listing that fails answers 500."""
-    from tests.servers import archive_mirror
 
     def broken(*args: object, **kwargs: object) -> tuple[int, bytes]:
         raise OSError("disk gone")
