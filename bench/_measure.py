@@ -189,8 +189,8 @@ def run_measured(fn: Callable[..., dict[str, Any]], *args: Any) -> Measured:
 
     The page cache is written back first (`os.sync`, before the clock starts): the kernel
     otherwise flushes the previous step's output while this one runs. After the big
-    scenario's five 512 MB ingests and baselines, the small scenario measured 106 MB/s
-    against 151 alone (2026-12-05, seventh session).
+    scenario's five 512 MB ingests and baselines, the small scenario measured 106 MB/s;
+    with the sync, 152 (2026-12-05, seventh session).
     """
     os.sync()
     context = multiprocessing.get_context("spawn")
