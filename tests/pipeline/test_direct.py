@@ -222,3 +222,29 @@ def test_partition_file_statistics_cover_categorical_and_numeric_columns(tmp_pat
     assert stats["maxValues"] == {"price": 4.0, "_bronze_key": "k/c.zip", "_source": "archive"}
     assert stats["nullCount"] == {"price": 1, "_bronze_key": 0, "_source": 0}
     assert (tmp_path / "table" / written.path).exists()
+
+
+def test_partition_file_statistics_fold_every_row_group(tmp_path: Path) -> None:
+    """Bounds span all row groups; NaN is no bound; an all-null column has only its count."""
+    first = datetime(2024, 1, 1, tzinfo=UTC)
+    frame = pl.DataFrame(
+        {
+            "symbol": ["BTCUSDT"] * 5,
+            "open_time": [first + timedelta(minutes=m, microseconds=500) for m in range(5)],
+            "price": [3.0, float("nan"), None, -1.5, 7.25],
+            "trades": pl.Series([None] * 5, dtype=pl.Int64),
+            "_provisional": [False, False, True, False, False],
+        }
+    )
+    uri = str(tmp_path / "table")
+    (written,) = direct.write_partitions(
+        [({"symbol": "BTCUSDT"}, frame)], ["symbol"], uri, {}, row_group_rows=2
+    )
+    stats = json.loads(written.stats)
+    assert stats["numRecords"] == 5
+    # Instants at ms precision, the maximum rounded up past its 500 µs.
+    assert stats["minValues"] == {"open_time": "2024-01-01T00:00:00.000Z", "price": -1.5,
+                                  "_provisional": False}  # fmt: skip
+    assert stats["maxValues"] == {"open_time": "2024-01-01T00:04:00.001Z", "price": 7.25,
+                                  "_provisional": True}  # fmt: skip
+    assert stats["nullCount"] == {"open_time": 0, "price": 1, "trades": 5, "_provisional": 0}

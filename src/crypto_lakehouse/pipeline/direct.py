@@ -14,7 +14,6 @@ both cores busy.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import uuid
@@ -22,9 +21,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -39,36 +37,78 @@ from crypto_lakehouse.storage.lake import Lake
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import polars as pl
     import pyarrow.fs as pafs
 
     from crypto_lakehouse.datasets import Dataset
 
-#: Column types given min/max statistics. Readers (delta-rs, the pyarrow dataset of a Delta
-#: table) prune files on them: a column without them must not look like "all null".
-_STAT_KINDS = (pl.Int64, pl.Float64, pl.Datetime, pl.Date, pl.Boolean, pl.String, pl.Categorical)
 
+def _has_bounds(kind: pa.DataType) -> bool:
+    """Tell whether a column gets min/max statistics: numbers, instants, dates, flags, text.
 
-@functools.lru_cache(maxsize=64)
-def _summary_exprs(schema: tuple[tuple[str, pl.DataType], ...]) -> tuple[list[str], list[pl.Expr]]:
-    """Return the statistics columns of a schema and the expressions that summarise a chunk.
-
-    Cached per schema: building some fifty expressions in Python for every file written cost
-    more interpreter time (under the GIL) than evaluating them. A categorical's bounds are
-    taken over its distinct values: casting every row to text first cost 3 of a 50-file
-    batch's ~4.7 ms here.
+    Readers (delta-rs, the pyarrow dataset of a Delta table) prune files on them; a column
+    without them must not look like "all null", so it only gets its null count.
     """
-    stat_columns = [name for name, kind in schema if isinstance(kind, _STAT_KINDS)]
-    texts = [
-        pl.col(name).unique().cast(pl.String) if isinstance(kind, pl.Categorical) else pl.col(name)
-        for name, kind in schema
-        if isinstance(kind, _STAT_KINDS)
-    ]
-    exprs = [
-        *(e.min().alias(f"min:{c}") for c, e in zip(stat_columns, texts, strict=True)),
-        *(e.max().alias(f"max:{c}") for c, e in zip(stat_columns, texts, strict=True)),
-        *(pl.col(name).null_count().alias(f"nul:{name}") for name, _ in schema),
-    ]
-    return stat_columns, exprs
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+    )
+
+
+def file_statistics(metadata: pq.FileMetaData, schema: pa.Schema) -> dict[str, object]:
+    """Return a written Parquet file's Delta statistics, read off its footer.
+
+    The writer has computed each row group's min, max and null count while encoding (text
+    bounds over the values a dictionary column uses, NaN left out); folding those costs
+    microseconds, where a polars pass over the rows for the same figures cost 2.6 ms of a
+    50-file batch's ~80.
+    """
+    bounded = {field.name for field in schema if _has_bounds(field.type)}
+    low: dict[str, object] = {}
+    high: dict[str, object] = {}
+    nulls = dict.fromkeys(schema.names, 0)
+    for group_index in range(metadata.num_row_groups):
+        group = metadata.row_group(group_index)
+        for column_index in range(group.num_columns):
+            column = group.column(column_index)
+            name, stats = column.path_in_schema, column.statistics
+            if stats is None or not stats.has_null_count:
+                _forget(name, nulls, low, high, bounded)  # unknown: not to be taken for 0
+                continue
+            if name in nulls:
+                nulls[name] += stats.null_count
+            if name not in bounded:
+                continue
+            if not stats.has_min_max:
+                if stats.null_count < group.num_rows:  # values without bounds (too long)
+                    _forget(name, low, high, bounded)
+                continue
+            if name not in low or stats.min < low[name]:  # type: ignore[operator]
+                low[name] = stats.min
+            if name not in high or stats.max > high[name]:  # type: ignore[operator]
+                high[name] = stats.max
+    return {
+        "numRecords": metadata.num_rows,
+        "minValues": {name: _stat(value, up=False) for name, value in low.items()},
+        "maxValues": {name: _stat(value, up=True) for name, value in high.items()},
+        "nullCount": nulls,
+    }
+
+
+def _forget(name: str, *known: dict[str, Any] | set[str]) -> None:
+    """Drop a column from the statistics gathered so far: its figures are unknown."""
+    for figures in known:
+        if isinstance(figures, set):
+            figures.discard(name)
+        else:
+            figures.pop(name, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +131,7 @@ class DirectWrite:
 
 
 class _PartitionFile:
-    """One open Parquet file of one day partition, with its running column statistics."""
+    """One open Parquet file of one partition; its statistics come from its footer."""
 
     def __init__(self, fs: pafs.FileSystem, base: str, relative: str, schema: pa.Schema) -> None:
         self.relative = relative
@@ -117,6 +157,8 @@ class _PartitionFile:
             if f.name not in repeated
             and (pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
         }
+        self.schema = schema
+        self._footer: list[pq.FileMetaData] = []
         self.writer = pq.ParquetWriter(
             self.sink,
             schema,
@@ -124,38 +166,15 @@ class _PartitionFile:
             use_dictionary=repeated,
             column_encoding=deltas,
             store_schema=False,
+            metadata_collector=self._footer,
         )
-        self.rows = 0
-        self.low: dict[str, object] = {}
-        self.high: dict[str, object] = {}
-        self.nulls: dict[str, int] = {}
-
-    def observe(self, frame: pl.DataFrame) -> None:
-        """Fold a chunk's min, max and null counts into the file statistics."""
-        self.rows += frame.height
-        stat_columns, summary_exprs = _summary_exprs(tuple(frame.schema.items()))
-        summary = frame.select(summary_exprs).row(0, named=True)
-        for name in stat_columns:
-            low, high = summary[f"min:{name}"], summary[f"max:{name}"]
-            if low is not None:
-                old = self.low.get(name)
-                self.low[name] = low if old is None or low < old else old  # type: ignore[operator]
-                old = self.high.get(name)
-                self.high[name] = high if old is None or high > old else old  # type: ignore[operator]
-        for name in frame.columns:
-            self.nulls[name] = self.nulls.get(name, 0) + int(summary[f"nul:{name}"])
 
     def close(self, fs: pafs.FileSystem, partition: dict[str, str]) -> DataFile:
         """Finish the file and describe it for the commit."""
         self.writer.close()
         self.sink.close()
         info = fs.get_file_info(self.path)
-        stats = {
-            "numRecords": self.rows,
-            "minValues": {k: _stat(v, up=False) for k, v in self.low.items()},
-            "maxValues": {k: _stat(v, up=True) for k, v in self.high.items()},
-            "nullCount": self.nulls,
-        }
+        stats = file_statistics(self._footer[0], self.schema)
         return DataFile(
             self.relative, int(info.size), partition, json.dumps(stats), int(time.time() * 1000)
         )
@@ -285,8 +304,7 @@ def _encode(
     for day in [d for d in open_files if first is not None and d < first]:
         done.append(open_files.pop(day).close(fs, {"symbol": task.symbol, "date": day.isoformat()}))
     for day, part in parts.items():
-        data = part.drop(partition_cols)
-        table = data.to_arrow()
+        table = part.drop(partition_cols).to_arrow()
         handle = open_files.get(day)
         if handle is None:
             relative = (
@@ -295,7 +313,6 @@ def _encode(
             handle = _PartitionFile(fs, base, relative, table.schema)
             open_files[day] = handle
         handle.writer.write_table(table)
-        handle.observe(data)
 
 
 def split_partitions(
@@ -330,13 +347,11 @@ def write_partitions(
     try:
         for values, part in parts:
             folder = "/".join(f"{name}={values[name]}" for name in columns)
-            data = part.drop(columns)
-            table = data.to_arrow()
+            table = part.drop(columns).to_arrow()
             handle = _PartitionFile(fs, base, f"{folder}/part-{uuid.uuid4().hex}.parquet",
                                     table.schema)  # fmt: skip
             try:
                 handle.writer.write_table(table, row_group_size=row_group_rows)
-                handle.observe(data)
             except BaseException:
                 _discard(fs, handle)
                 raise

@@ -48,6 +48,10 @@ _NEWLINE = ord("\n")
 _scratch = threading.local()
 
 
+#: The lineage source of every batched row (an enum: see `_file_columns`).
+_SOURCE = pl.Enum(["archive"])
+
+
 class BatchRejected(Exception):
     """The batch cannot be parsed in one pass; parse its files one by one."""
 
@@ -129,11 +133,17 @@ def _read_joined(joined: bytes, dataset: Dataset) -> pl.DataFrame:
 def _file_columns(
     tasks: Sequence[ParseTask], dataset: Dataset, index: pl.Series
 ) -> list[pl.Series]:
-    """Return each row's file constants (symbol, lineage, period bounds), gathered by file index."""
+    """Return each row's file constants (symbol, lineage, period bounds), gathered by file index.
+
+    The bronze key is an enum of the batch's keys, not a categorical: Parquet gets it as a
+    dictionary column either way, but a categorical's conversion to Arrow went row by row
+    (~1 ms per 72,000 rows), an enum's is its indices and its values as they are.
+    """
     bounds = [period_bounds(t.period, t.stamp) for t in tasks]
+    keys = [t.key for t in tasks]
     columns = [
         pl.Series("symbol", [t.symbol for t in tasks], dtype=pl.String),
-        pl.Series("_bronze_key", [t.key for t in tasks], dtype=pl.Categorical),
+        pl.Series("_bronze_key", keys, dtype=pl.Enum(list(dict.fromkeys(keys)))),
         pl.Series("_revision", [t.revision for t in tasks], dtype=pl.Int64),
         pl.Series("_start", [b[0] for b in bounds], dtype=TIMESTAMP),
         pl.Series("_end", [b[1] for b in bounds], dtype=TIMESTAMP),
@@ -250,10 +260,7 @@ def _parse_batch(
         raise BatchRejected(str(exc)) from exc
     if raw.height != sum(counts):
         raise BatchRejected("rows and lines differ (a line break inside quotes)")
-    ends = pl.Series(counts, dtype=pl.UInt32).cum_sum()
-    # Row r belongs to the first file whose cumulative row count exceeds r.
-    file_index = ends.search_sorted(pl.int_range(raw.height, dtype=pl.UInt32, eager=True),
-                                    side="right").cast(pl.UInt32).alias("_file")  # fmt: skip
+    file_index = pl.Series("_file", np.repeat(np.arange(len(counts), dtype=np.uint32), counts))
     frame = _typed(raw.with_columns(file_index), dataset)
     frame = frame.with_columns(_file_columns(tasks, dataset, file_index))
     _validate(frame, dataset)
@@ -390,7 +397,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def _silver(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFrame:
     """Return the batch's rows with the constant lineage columns, in silver column order."""
     return frame.with_columns(
-        pl.lit("archive", dtype=pl.Categorical).alias("_source"),
+        pl.lit("archive", dtype=_SOURCE).alias("_source"),
         pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
         pl.lit(False).alias("_provisional"),
     ).select(list(dataset.silver_schema()))
