@@ -248,3 +248,18 @@ def test_partition_file_statistics_fold_every_row_group(tmp_path: Path) -> None:
     assert stats["maxValues"] == {"open_time": "2024-01-01T00:04:00.001Z", "price": 7.25,
                                   "_provisional": True}  # fmt: skip
     assert stats["nullCount"] == {"open_time": 0, "price": 1, "trades": 5, "_provisional": 0}
+
+
+def test_whole_partition_files_declare_full_columns_required(tmp_path: Path) -> None:
+    """A column without nulls is written required (no definition levels); one with nulls not."""
+    import pyarrow.parquet as pq
+
+    frame = pl.DataFrame(
+        {"symbol": ["BTCUSDT"] * 3, "price": [1.0, None, 2.0], "trades": [1, 2, 3]}
+    )
+    uri = tmp_path / "table"
+    (written,) = direct.write_partitions([({"symbol": "BTCUSDT"}, frame)], ["symbol"], str(uri), {})
+    schema = pq.read_schema(uri / written.path)
+    assert schema.field("price").nullable
+    assert not schema.field("trades").nullable
+    assert pq.read_table(uri / written.path).column("price").to_pylist() == [1.0, None, 2.0]
