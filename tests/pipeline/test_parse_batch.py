@@ -226,3 +226,26 @@ def test_a_blank_line_or_a_quoted_line_break_sends_the_batch_to_per_file_parsing
         parse_batch_to_files([_task(tmp_path, "2024-03-01", quoted), second],
                              str(tmp_path / "table"), {})  # fmt: skip
     assert not list((tmp_path / "table").rglob("*.parquet"))
+
+
+def test_each_partition_file_has_the_bounds_of_its_own_rows(tmp_path: Path) -> None:
+    """A batch of two symbols: each file's Delta statistics cover its own keys and times only.
+
+    The bronze key reaches Parquet as a dictionary of every key in the batch; its bounds
+    must still be those of the keys the file's rows use.
+    """
+    tasks = [_task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=5), "BTCUSDT"),
+             _task(tmp_path, "2021-03-02", kline_csv("2021-03-02", minutes=5), "BTCUSDT"),
+             _task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=3)),
+             _task(tmp_path, "2021-03-03", kline_csv("2021-03-03", minutes=3))]  # fmt: skip
+    writes = parse_batch_to_files(tasks, str(tmp_path / "table"), {})
+    stats = {f.partition_values["symbol"]: json.loads(f.stats) for f in writes[0].files}
+    for symbol, first, last in (("BTCUSDT", "2021-03-01", "2021-03-02"),
+                                ("ETHUSDT", "2021-03-01", "2021-03-03")):  # fmt: skip
+        low, high = stats[symbol]["minValues"], stats[symbol]["maxValues"]
+        assert low["_bronze_key"].endswith(f"/{symbol}-1m-{first}.zip")
+        assert high["_bronze_key"].endswith(f"/{symbol}-1m-{last}.zip")
+        assert low["open_time"].startswith(first)
+        assert high["open_time"].startswith(last)
+        assert (low["_source"], high["_source"]) == ("archive", "archive")
+        assert stats[symbol]["nullCount"]["_bronze_key"] == 0
