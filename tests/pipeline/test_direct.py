@@ -263,3 +263,23 @@ def test_whole_partition_files_declare_full_columns_required(tmp_path: Path) -> 
     assert schema.field("price").nullable
     assert not schema.field("trades").nullable
     assert pq.read_table(uri / written.path).column("price").to_pylist() == [1.0, None, 2.0]
+
+
+def test_streamed_tick_files_make_only_never_empty_columns_required(tmp_path: Path) -> None:
+    """Key, time and lineage are required in a tick file; bounds span all its chunks."""
+    import pyarrow.parquet as pq
+
+    task = _monthly_agg_trades(tmp_path, days=2, rows_per_day=3000)  # several 64 KB chunks
+    table = tmp_path / "table"
+    write = write_tick_files(task, str(table), {})
+    first = write.files[0]
+    schema = pq.read_schema(table / first.path)
+    required = {field.name for field in schema if not field.nullable}
+    assert required == {"agg_trade_id", "transact_time", "_source", "_bronze_key",
+                        "_revision", "_ingested_at", "_provisional"}  # fmt: skip
+    assert pq.ParquetFile(table / first.path).metadata.num_row_groups > 1
+    stats = json.loads(first.stats)
+    assert (stats["minValues"]["agg_trade_id"], stats["maxValues"]["agg_trade_id"]) == (1, 3000)
+    assert stats["minValues"]["_bronze_key"] == stats["maxValues"]["_bronze_key"] == task.key
+    assert stats["maxValues"]["transact_time"] == "2024-01-01T00:49:59.000Z"
+    assert stats["nullCount"]["price"] == 0

@@ -28,9 +28,11 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
+from crypto_lakehouse.datasets import LINEAGE_SCHEMA
 from crypto_lakehouse.ops.heap import release_free_memory
 from crypto_lakehouse.pipeline.parse import FileParser, ParsedFile, ParseTask, period_bounds
 from crypto_lakehouse.pipeline.silver import SILVER, silver_arrow_schema
+from crypto_lakehouse.sources.binance.formats import required_columns
 from crypto_lakehouse.storage import tables
 from crypto_lakehouse.storage.lake import Lake
 
@@ -215,8 +217,9 @@ def write_tick_files(
         FormatError, TruncatedBodyError: the file is bad; files written so far are deleted.
     """
     fs, base = Lake(table_uri, storage_options).filesystem()
-    parser = FileParser(task, strict_period=True)
+    parser = FileParser(task, strict_period=True, enum_lineage=True)
     partition_cols = list(parser.dataset.partition_by)
+    never_null = frozenset((*required_columns(parser.dataset), *LINEAGE_SCHEMA))
     open_files: list[dict[date, _PartitionFile]] = [{} for _ in range(ENCODERS)]
     done: list[list[DataFile]] = [[] for _ in range(ENCODERS)]
     in_flight: deque[list[Future[None]]] = deque()
@@ -233,7 +236,7 @@ def write_tick_files(
                 by_encoder[day.toordinal() % ENCODERS][day] = part
             in_flight.append([
                 encoder.submit(_encode, fs, base, task, parts, open_files[index], done[index],
-                               partition_cols)
+                               partition_cols, never_null)
                 for index, (encoder, parts) in enumerate(zip(encoders, by_encoder, strict=True))
                 if parts
             ])  # fmt: skip
@@ -293,8 +296,12 @@ def _encode(
     open_files: dict[date, _PartitionFile],
     done: list[DataFile],
     partition_cols: list[str],
+    never_null: frozenset[str],
 ) -> None:
     """Append each day's slice of a chunk to that day's Parquet file (opened on first use).
+
+    The columns the parser never lets be empty (`never_null`: the key, the time, lineage)
+    are written required, as `_required_where_full` does for whole files.
 
     Days before the chunk's first day are finished in a time-ordered file: their files are
     closed here, beside the next chunk's parse, not all at the end. (Should an unordered file
@@ -310,9 +317,9 @@ def _encode(
             relative = (
                 f"symbol={task.symbol}/date={day.isoformat()}/part-{uuid.uuid4().hex}.zstd.parquet"
             )
-            handle = _PartitionFile(fs, base, relative, table.schema)
+            handle = _PartitionFile(fs, base, relative, _required(table.schema, never_null))
             open_files[day] = handle
-        handle.writer.write_table(table)
+        handle.writer.write_table(table.cast(handle.schema))
 
 
 def split_partitions(
@@ -363,22 +370,29 @@ def write_partitions(
     return tuple(done)
 
 
+def _required(schema: pa.Schema, names: frozenset[str]) -> pa.Schema:
+    """Return `schema` with the named columns required (no definition levels in Parquet)."""
+    return pa.schema(
+        [field.with_nullable(field.name not in names) for field in schema],
+        metadata=schema.metadata,
+    )
+
+
 def _required_where_full(table: pa.Table) -> pa.Table:
     """Mark the columns without nulls required, so Parquet writes no definition levels.
 
     The Delta schema keeps them nullable; a required column in a file satisfies it (every
     reader widens it). Encoding the levels, and the validity they describe, was a sixth of
-    a 50-file batch's Parquet write. A file written whole knows its nulls; the streamed tick
-    files, opened before their later chunks are seen, keep every column optional.
+    a 50-file batch's Parquet write. A file written whole knows its nulls; a streamed tick
+    file, opened before its later chunks are seen, makes required only the columns its
+    parser never lets be empty (`_encode`).
     """
-    schema = pa.schema(
-        [
-            field.with_nullable(column.null_count > 0)
-            for field, column in zip(table.schema, table.columns, strict=True)
-        ],
-        metadata=table.schema.metadata,
+    full = frozenset(
+        name
+        for name, column in zip(table.column_names, table.columns, strict=True)
+        if column.null_count == 0
     )
-    return table.cast(schema)
+    return table.cast(_required(table.schema, full))
 
 
 def _discard(fs: pafs.FileSystem, handle: _PartitionFile) -> None:
