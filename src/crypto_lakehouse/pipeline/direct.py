@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,7 +82,8 @@ def file_statistics(metadata: pq.FileMetaData, schema: pa.Schema) -> dict[str, o
             column = group.column(column_index)
             name, stats = column.path_in_schema, column.statistics
             if stats is None or not stats.has_null_count:
-                _forget(name, nulls, low, high, bounded)  # unknown: not to be taken for 0
+                nulls.pop(name, None)  # unknown, which a reader must not take for 0
+                bounded.discard(name)
                 continue
             if name in nulls:
                 nulls[name] += stats.null_count
@@ -90,7 +91,7 @@ def file_statistics(metadata: pq.FileMetaData, schema: pa.Schema) -> dict[str, o
                 continue
             if not stats.has_min_max:
                 if stats.null_count < group.num_rows:  # values without bounds (too long)
-                    _forget(name, low, high, bounded)
+                    bounded.discard(name)
                 continue
             if name not in low or stats.min < low[name]:  # type: ignore[operator]
                 low[name] = stats.min
@@ -98,19 +99,12 @@ def file_statistics(metadata: pq.FileMetaData, schema: pa.Schema) -> dict[str, o
                 high[name] = stats.max
     return {
         "numRecords": metadata.num_rows,
-        "minValues": {name: _stat(value, up=False) for name, value in low.items()},
-        "maxValues": {name: _stat(value, up=True) for name, value in high.items()},
+        "minValues": {name: _stat(value, up=False) for name, value in low.items()
+                      if name in bounded},
+        "maxValues": {name: _stat(value, up=True) for name, value in high.items()
+                      if name in bounded},
         "nullCount": nulls,
-    }
-
-
-def _forget(name: str, *known: dict[str, Any] | set[str]) -> None:
-    """Drop a column from the statistics gathered so far: its figures are unknown."""
-    for figures in known:
-        if isinstance(figures, set):
-            figures.discard(name)
-        else:
-            figures.pop(name, None)
+    }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
