@@ -32,28 +32,22 @@ from _measure import ROOT, cpu_info, ensure_paths, scratch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _tasks(root: Path, keys: list[str]) -> list[Any]:
-    """Describe each zip's parse as the ingest does (spot 1m klines, revision 1)."""
-    from crypto_lakehouse.pipeline.parse import ParseTask
-
-    now = datetime.now(UTC)
-    tasks = []
-    for key in keys:
-        symbol, interval, day = Path(key).name.removesuffix(".zip").split("-", 2)
-        tasks.append(ParseTask("spot", "klines", key, symbol, interval, "daily", day, 1,
-                               str(root / key), "", 1 << 20, now))  # fmt: skip
-    return tasks
-
-
 def child(root: str, keys: list[str], batch: int, threads: list[int], warm: int, work: str) -> None:
     """In a fresh process: time one cold round, then `warm` rounds, per thread count.
 
     The tables go to folders under `work`, which the parent deletes at the very end: on this
     VM's ext4, files created soon after deletions cost far more (`_measure.scratch`).
     """
+    from _steps import _task
+
+    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.datasets import get_dataset
     from crypto_lakehouse.pipeline.parse_batch import parse_batch_to_files
 
-    tasks = _tasks(Path(root), keys)
+    dataset, now = get_dataset("spot", "klines"), datetime.now(UTC)
+    request = {"interval": "1m", "period": "daily"}
+    tasks = [_task(Settings(), dataset, key, Path(root) / key, request, Path(work), now)
+             for key in keys]  # fmt: skip
     zips = [(Path(root) / key).read_bytes() for key in keys]
     batches = [(tasks[i : i + batch], zips[i : i + batch]) for i in range(0, len(tasks), batch)]
     out: dict[str, Any] = {}
