@@ -68,6 +68,7 @@ from crypto_lakehouse.pipeline.small_files import (
 )
 from crypto_lakehouse.quality.refresh import refresh_after_ingest
 from crypto_lakehouse.sources.binance.archive import ArchiveClient, Body, Download
+from crypto_lakehouse.sources.binance.bulk_fetch import fetch_many
 from crypto_lakehouse.storage.bronze import (
     Manifest,
     ManifestEntry,
@@ -262,10 +263,14 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
              missing=len(missing))  # fmt: skip
     run.awaiting = len(todo)
     run.cpu_load = CpuLoad()  # the downloads' load, not the listing's
+    in_bulk = [(p, current.get(p.key)) for p, a in todo if a == "download" and _small(run, p)]
     tasks = [
         asyncio.create_task(_process(run, archive, plan, action, current.get(plan.key)))
         for plan, action in todo
+        if not (action == "download" and _small(run, plan))
     ]
+    if in_bulk:
+        tasks.append(asyncio.create_task(_fetch_small_files(run, archive, in_bulk)))
     try:
         await asyncio.gather(*tasks)
         run.awaiting = 0
@@ -407,6 +412,49 @@ async def _process(
     _arm_flush_timer(run)
 
 
+def _small(run: IngestRun, plan: PlannedFile) -> bool:
+    """Tell whether a file is fetched into memory with the other small files of the run."""
+    return not run.dataset.tick and plan.listed is not None and plan.listed.size <= SMALL_FILE_BYTES
+
+
+async def _fetch_small_files(
+    run: IngestRun, archive: ArchiveClient, plans: list[tuple[PlannedFile, ManifestEntry | None]]
+) -> None:
+    """Fetch the run's small files together (`bulk_fetch`), holding each for its batch parse.
+
+    Each file's outcome is the one `_fetch_and_parse` would give it; only the GETs are made
+    together, `download_concurrency` files at a time as on the per-file path (each with its
+    CHECKSUM beside it). The rare body larger than listed is stored and parsed on its own.
+    """
+    by_key = {plan.key: (plan, previous) for plan, previous in plans}
+    landing: set[asyncio.Task[None]] = set()
+    fetched = fetch_many(archive, list(by_key), run.download_dir,
+                         window=run.settings.download_concurrency)  # fmt: skip
+    try:
+        async for key, got in fetched:
+            plan, previous = by_key[key]
+            try:
+                if isinstance(got, Body):
+                    entry = _verified_entry(run, plan, previous, got)
+                    if batched(run, entry):
+                        hold(run, HeldFile(plan, entry, previous, body=got.data))
+                    else:
+                        landing.add(asyncio.create_task(_land(run, plan, entry, got, previous)))
+                elif isinstance(got, _FETCH_FAILURES):
+                    await _record_fetch_failure(run, plan, got)
+                else:
+                    raise got
+            finally:
+                if run.awaiting_done(key):
+                    schedule_batches(run)  # nothing more will arrive: share out what waits
+            _arm_flush_timer(run)
+        await asyncio.gather(*landing)
+    finally:
+        await fetched.aclose()
+        for task in landing:
+            task.cancel()
+
+
 async def _fetch_and_parse(
     run: IngestRun,
     archive: ArchiveClient,
@@ -419,11 +467,6 @@ async def _fetch_and_parse(
         if action == "download":
             async with run.download_slots:
                 entry, got = await _download(run, archive, plan, previous)
-            if isinstance(got, Body) and batched(run, entry):
-                # Stored in bronze by the batch's worker, just before it parses.
-                hold(run, HeldFile(plan, entry, previous, body=got.data))
-                return
-            local = await store(run, got, entry.bronze_path)
         else:
             assert previous is not None
             entry = previous.with_status("verified")
@@ -431,6 +474,40 @@ async def _fetch_and_parse(
     except _FETCH_FAILURES as exc:
         await _record_fetch_failure(run, plan, exc)
         return
+    if action == "download":
+        await _land(run, plan, entry, got, previous)
+    else:
+        await _parse_stored(run, plan, entry, local, previous)
+
+
+async def _land(
+    run: IngestRun,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    got: Download | Body,
+    previous: ManifestEntry | None,
+) -> None:
+    """Hold a verified small body for its batch, or store the file in bronze and parse it."""
+    if isinstance(got, Body) and batched(run, entry):
+        # Stored in bronze by the batch's worker, just before it parses.
+        hold(run, HeldFile(plan, entry, previous, body=got.data))
+        return
+    try:
+        local = await store(run, got, entry.bronze_path)
+    except _FETCH_FAILURES as exc:
+        await _record_fetch_failure(run, plan, exc)
+        return
+    await _parse_stored(run, plan, entry, local, previous)
+
+
+async def _parse_stored(
+    run: IngestRun,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    local: Path,
+    previous: ManifestEntry | None,
+) -> None:
+    """Parse a file that is in bronze: small bar files wait for a batch, others parse now."""
     if batched(run, entry):
         hold(run, HeldFile(plan, entry, previous, local=local))
         return
@@ -491,17 +568,24 @@ async def _download(
     else:
         sha = await archive.fetch_checksum(plan.key)
         got = await archive.download(plan.key, run.download_dir, sha, on_body=on_body)
+    return _verified_entry(run, plan, previous, got), got
+
+
+def _verified_entry(
+    run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None, got: Download | Body
+) -> ManifestEntry:
+    """Count a verified download, and return its manifest entry (a new revision if changed)."""
+    assert plan.listed is not None
     run.progress.downloaded(got.size)
     revision = 1
     if previous is not None and previous.sha256:
         revision = previous.revision if previous.sha256 == got.sha256 else previous.revision + 1
-    entry = ManifestEntry(
+    return ManifestEntry(
         key=plan.key, table=run.dataset.table, symbol=plan.symbol, period=plan.period,
         stamp=plan.stamp, status="verified", revision=revision,
         bronze_path=bronze_path(plan.key, revision), sha256=got.sha256, size=got.size,
         etag=plan.listed.etag, last_modified=plan.listed.last_modified,
     )  # fmt: skip
-    return entry, got
 
 
 def _can_stream(run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None) -> bool:

@@ -139,6 +139,65 @@ def test_a_cancelled_get_leaves_the_transport_working(archive: ArchiveServer) ->
         curl.close()
 
 
+def test_a_bulk_returns_every_outcome_with_its_tag(archive: ArchiveServer) -> None:
+    """30 GETs in one bulk (one missing, one to a closed port): each outcome comes back once,
+    beside its tag, in fewer batches than requests; an idle bulk returns nothing at once."""
+    curl = transport(max_connections=4)
+    url = archive.archive_url + "/" + KEY
+
+    async def main() -> tuple[list[list[tuple[object, object]]], list[tuple[object, object]]]:
+        bulk = curl.bulk()
+        bulk.submit([(n, url, None) for n in range(28)])
+        bulk.submit([("missing", url + ".missing", None),
+                     ("refused", "http://127.0.0.1:9/x", None)])  # fmt: skip
+        batches = []
+        while bulk.pending:
+            batches.append(await bulk.next_done())
+        return batches, await bulk.next_done()
+
+    try:
+        batches, idle = asyncio.run(main())
+    finally:
+        curl.close()
+    outcomes = {tag: outcome for batch in batches for tag, outcome in batch}
+    assert sum(len(batch) for batch in batches) == len(outcomes) == 30
+    assert len(batches) < 30
+    source = (FIXTURE_TREE / KEY).read_bytes()
+    for n in range(28):
+        found = outcomes[n]
+        assert isinstance(found, WholeResponse)
+        assert (found.status, found.body) == (200, source)
+    missing = outcomes["missing"]
+    assert isinstance(missing, WholeResponse)
+    assert missing.status == 404
+    refused = outcomes["refused"]
+    assert isinstance(refused, CurlTransportError)
+    assert refused.code == 7
+    assert idle == []
+
+
+def test_closing_fails_the_requests_of_a_bulk_in_flight(archive: ArchiveServer) -> None:
+    """A bulk whose answers are slow gets `transport closed` for each request when closed."""
+    archive.latency = 2.0
+    curl = transport()
+
+    async def main() -> list[tuple[object, object]]:
+        bulk = curl.bulk()
+        bulk.submit([(n, archive.archive_url + "/" + KEY, None) for n in range(3)])
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(curl.close)
+        got: list[tuple[object, object]] = []
+        while bulk.pending:
+            got += await asyncio.wait_for(bulk.next_done(), timeout=5)
+        return got
+
+    outcomes = asyncio.run(main())
+    assert sorted(tag for tag, _ in outcomes) == [0, 1, 2]  # type: ignore[type-var]
+    for _, outcome in outcomes:
+        assert isinstance(outcome, CurlTransportError)
+        assert "transport closed" in str(outcome)
+
+
 def test_refused_connection_is_a_transport_error() -> None:
     """Nothing listening: CurlTransportError with libcurl's code 7, not a short body."""
     curl = transport()

@@ -39,8 +39,10 @@ from crypto_lakehouse.exceptions import (
     TruncatedBodyError,
 )
 from crypto_lakehouse.sources.binance.curl_transport import (
+    BulkGets,
     CurlTransport,
     CurlTransportError,
+    Outcome,
     WholeResponse,
 )
 from crypto_lakehouse.sources.binance.listing import (
@@ -80,6 +82,26 @@ class Download:
     #: The body's first bytes and last `_TAIL_BYTES`, kept so the zip checks read no file.
     head: bytes = b""
     tail: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class FirstGets:
+    """The first GETs of a small zip and of its CHECKSUM, made in a bulk (`BulkGets`).
+
+    `ArchiveClient.fetch(..., first=...)` judges them as its own first tries: a good answer is
+    used, a transient failure goes on under the retry policy as its attempt 1.
+    """
+
+    body: Outcome
+    checksum: Outcome
+
+
+def is_transient(outcome: Outcome) -> bool:
+    """Tell whether a GET failed in a way the retry policy retries (5xx, 429, a reset)."""
+    if isinstance(outcome, CurlTransportError):
+        return True
+    status = outcome.status
+    return status == 429 or status >= 500 or status in (408, 425)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -156,7 +178,7 @@ class ArchiveClient:
             )
         return self._session
 
-    def _proxy(self, url: str) -> str | None:
+    def proxy_for(self, url: str) -> str | None:
         """Return the environment's proxy for the URL's host, looked up once per host.
 
         With `trust_env=True` aiohttp looked up the proxy and `~/.netrc` in a worker thread on
@@ -171,7 +193,7 @@ class ArchiveClient:
 
     def _get(self, url: str) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """Start an aiohttp GET through the environment's proxy for the URL's host, if any."""
-        return self._http().get(url, proxy=self._proxy(url))
+        return self._http().get(url, proxy=self.proxy_for(url))
 
     def _transport(self) -> CurlTransport:
         """Return the libcurl transport, started on first use."""
@@ -183,6 +205,13 @@ class ArchiveClient:
             )
         return self._curl
 
+    def bulk_gets(self) -> BulkGets | None:
+        """Return a new bulk of GETs on the libcurl transport; None when `http_client` is not
+        curl (aiohttp has no bulk: its GETs are made one by one)."""
+        if self._settings.http_client != "curl":
+            return None
+        return self._transport().bulk()
+
     async def _get_whole(self, url: str) -> WholeResponse:
         """GET a whole small body, hashed, with the configured client (`http_client`).
 
@@ -192,11 +221,9 @@ class ArchiveClient:
         """
         if self._settings.http_client == "curl":
             try:
-                return await self._transport().get(url, self._proxy(url))
+                return await self._transport().get(url, self.proxy_for(url))
             except CurlTransportError as exc:
-                if exc.short:
-                    raise _ShortBodyError(f"{url}: body cut short ({exc})", url=url) from exc
-                raise TransientSourceError(f"{exc} on {url}", url=url) from exc
+                raise _transport_failure(url, exc) from exc
         try:
             async with self._get(url) as response:
                 try:
@@ -243,16 +270,19 @@ class ArchiveClient:
             reraise=True,
         )
 
-    async def _with_retries(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    async def _with_retries(
+        self, attempt: Callable[[], Awaitable[_T]], first_try: Callable[[], _T] | None = None
+    ) -> _T:
         """Run `attempt` under the retry policy (`_retrying`).
 
         The first try runs bare: building tenacity's controller for every one of hundreds of
         small requests cost ~10 % of the event loop's time, and nearly all succeed at once.
         A first failure is handed to tenacity as its attempt 1, so waits (Retry-After,
-        backoff) and the number of attempts are the policy's, exactly.
+        backoff) and the number of attempts are the policy's, exactly. `first_try`, when
+        given, is that first try: it judges an answer already received (a bulk's).
         """
         try:
-            return await attempt()
+            return first_try() if first_try is not None else await attempt()
         except TransientSourceError as exc:
             failed: TransientSourceError | None = exc
         async for retry in self._retrying():
@@ -263,15 +293,19 @@ class ArchiveClient:
                 return await attempt()
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def _get_bytes(self, url: str) -> bytes:
-        """GET a small body with retries (listings and CHECKSUM files)."""
+    async def _get_bytes(self, url: str, first: Outcome | None = None) -> bytes:
+        """GET a small body with retries (listings and CHECKSUM files); `first`: see `fetch`."""
 
-        async def get() -> bytes:
-            response = await self._get_whole(url)
+        def judge(answer: Outcome) -> bytes:
+            response = _received(url, answer)
             _raise_for_status(response.status, response.headers, url)
             return response.body
 
-        return await self._with_retries(get)
+        async def get() -> bytes:
+            return judge(await self._get_whole(url))
+
+        first_try = None if first is None else (lambda: judge(first))
+        return await self._with_retries(get, first_try)
 
     async def list_page(self, prefix: str, marker: str | None = None) -> ListingPage:
         """Fetch and parse one listing page."""
@@ -304,26 +338,30 @@ class ArchiveClient:
         _, prefixes = await self.list_all(symbols_prefix)
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in prefixes)
 
-    async def fetch_checksum(self, key: str) -> str:
-        """Download `{key}.CHECKSUM` and return its SHA-256."""
-        url = self._download_url(key + ".CHECKSUM")
-        async with self._semaphore:
-            body = await self._get_bytes(url)
+    async def fetch_checksum(self, key: str, first: Outcome | None = None) -> str:
+        """Download `{key}.CHECKSUM` and return its SHA-256 (`first`: see `fetch`)."""
+        url = self.download_url(key + ".CHECKSUM")
+        if first is not None:
+            body = await self._get_bytes(url, first)
+        else:
+            async with self._semaphore:
+                body = await self._get_bytes(url)
         try:
             return parse_checksum(body.decode("utf-8", "replace"))
         except ValueError as exc:
             raise NotAZipError(f"{key}.CHECKSUM: {exc}", key=key) from exc
 
-    def _download_url(self, key: str) -> str:
+    def download_url(self, key: str) -> str:
         """Build a download URL, e.g. `https://data.binance.vision/data/spot/...zip`."""
         return f"{self._settings.binance_archive_url.rstrip('/')}/{key}"
 
-    async def fetch(self, key: str, spill_dir: Path) -> Body:
+    async def fetch(self, key: str, spill_dir: Path, first: FirstGets | None = None) -> Body:
         """Fetch a small zip and its CHECKSUM at once, into memory, and verify it.
 
         Hundreds of daily files paid more for their temp files and for two round trips in a
         row than for their bytes: a body of a few hundred KB is held in memory (and written
-        once, where it belongs), and its CHECKSUM is requested beside it.
+        once, where it belongs), and its CHECKSUM is requested beside it. With `first`, the
+        two GETs were already made (`bulk_fetch`): their answers are this call's first tries.
 
         Raises:
             ChecksumMismatchError, TruncatedBodyError, NotAZipError: the bad bytes are written
@@ -331,9 +369,13 @@ class ArchiveClient:
             NotFoundUpstreamError: 404.
             TransientSourceError: 5xx or 429 still failing after every retry.
         """
-        checksum = asyncio.ensure_future(self.fetch_checksum(key))
+        checksum = asyncio.ensure_future(
+            self.fetch_checksum(key, first.checksum if first is not None else None)
+        )
         try:
-            first = await self._fetch_with_retries(key, spill_dir)
+            body = await self._fetch_with_retries(
+                key, spill_dir, first.body if first is not None else None
+            )
             expected_sha256 = await checksum
         finally:
             if not checksum.done():  # the body failed first: its error is the one to report
@@ -341,7 +383,8 @@ class ArchiveClient:
             elif not checksum.cancelled():
                 checksum.exception()  # retrieved, so a second failure is not logged as lost
         for try_number in (1, 2):
-            body = first if try_number == 1 else await self._fetch_with_retries(key, spill_dir)
+            if try_number == 2:
+                body = await self._fetch_with_retries(key, spill_dir)
             try:
                 _check_zip(key, body.data[:4], body.data[-_TAIL_BYTES:])
             except IntegrityError as exc:
@@ -358,38 +401,24 @@ class ArchiveClient:
                 )
         raise AssertionError("unreachable")
 
-    async def _fetch_with_retries(self, key: str, spill_dir: Path) -> Body:
-        """Run `_fetch_once` under the retry policy; a body still short at the end is truncated."""
+    async def _fetch_with_retries(
+        self, key: str, spill_dir: Path, first: Outcome | None = None
+    ) -> Body:
+        """GET a small zip under the retry policy; a body still short at the end is truncated.
+
+        `first`: the answer of a first GET already made (see `fetch`).
+        """
+        url = self.download_url(key)
 
         async def fetch_once() -> Body:
             async with self._semaphore:
-                return await self._fetch_once(key, spill_dir)
+                return _small_body(key, url, await self._get_whole(url), spill_dir)
 
+        first_try = None if first is None else (lambda: _small_body(key, url, first, spill_dir))
         try:
-            return await self._with_retries(fetch_once)
+            return await self._with_retries(fetch_once, first_try)
         except _ShortBodyError as exc:
             raise TruncatedBodyError(f"truncated download: {exc}", key=key) from exc
-
-    async def _fetch_once(self, key: str, spill_dir: Path) -> Body:
-        """Perform one GET of a small body into memory."""
-        url = self._download_url(key)
-        response = await self._get_whole(url)
-        headers = response.headers
-        _raise_for_status(response.status, headers, url)
-        data = response.body
-        expected = int(headers.get("Content-Length", "-1"))
-        content_type = headers.get("Content-Type", "")
-        etag = headers.get("ETag", "").strip('"')
-        modified = headers.get("Last-Modified", "")
-        if 0 <= expected != len(data):
-            raise _ShortBodyError(f"{key}: got {len(data)} of {expected} bytes", url=url)
-        if "html" in content_type.lower():
-            raise NotAZipError(
-                f"{key}: server sent {content_type}, not a zip",
-                key=key,
-                path=_spill(spill_dir, data),
-            )
-        return Body(key, data, response.sha256, etag, modified)
 
     async def download(
         self,
@@ -446,7 +475,7 @@ class ArchiveClient:
         self, key: str, dest_dir: Path, on_body: Callable[[Path], None] | None = None
     ) -> Download:
         """Perform one streaming GET into a temp file, hashing as bytes arrive."""
-        url = self._download_url(key)
+        url = self.download_url(key)
         if dest_dir not in self._made_dirs:
             dest_dir.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(dest_dir)
@@ -516,6 +545,64 @@ class Body:
 
 class _ShortBodyError(TransientSourceError):
     """The body ended before Content-Length: retried, then reported as truncated."""
+
+
+def _transport_failure(url: str, exc: CurlTransportError) -> TransientSourceError:
+    """Return the retryable error of a GET that failed below HTTP (cut short, or no answer)."""
+    if exc.short:
+        return _ShortBodyError(f"{url}: body cut short ({exc})", url=url)
+    return TransientSourceError(f"{exc} on {url}", url=url)
+
+
+def _received(url: str, answer: Outcome) -> WholeResponse:
+    """Return a GET's response, or raise its failure as `_get_whole` does."""
+    if isinstance(answer, CurlTransportError):
+        raise _transport_failure(url, answer) from answer
+    return answer
+
+
+def _small_body(key: str, url: str, answer: Outcome, spill_dir: Path) -> Body:
+    """Judge one GET of a small zip: its status, length and type; a bad body is spilled."""
+    response = _received(url, answer)
+    headers = response.headers
+    _raise_for_status(response.status, headers, url)
+    data = response.body
+    expected = int(headers.get("Content-Length", "-1"))
+    content_type = headers.get("Content-Type", "")
+    if 0 <= expected != len(data):
+        raise _ShortBodyError(f"{key}: got {len(data)} of {expected} bytes", url=url)
+    if "html" in content_type.lower():
+        raise NotAZipError(
+            f"{key}: server sent {content_type}, not a zip", key=key, path=_spill(spill_dir, data)
+        )
+    etag = headers.get("ETag", "").strip('"')
+    return Body(key, data, response.sha256, etag, headers.get("Last-Modified", ""))
+
+
+def clean_body(key: str, first: FirstGets) -> Body | None:
+    """Return the verified body when both first GETs answered well and agree, else None.
+
+    None sends the file to `ArchiveClient.fetch(..., first=...)`, which gives it exactly the
+    outcome (retries, errors, quarantine) a fetch of its own would have.
+    """
+    body, checksum = first.body, first.checksum
+    if isinstance(body, CurlTransportError) or isinstance(checksum, CurlTransportError):
+        return None
+    if body.status != 200 or checksum.status != 200:
+        return None
+    headers, data = body.headers, body.body
+    try:
+        if int(headers.get("Content-Length", "-1")) not in (-1, len(data)):
+            return None
+        if "html" in headers.get("Content-Type", "").lower():
+            return None
+        if parse_checksum(checksum.body.decode("utf-8", "replace")) != body.sha256:
+            return None
+        _check_zip(key, data[:4], data[-_TAIL_BYTES:])
+    except (IntegrityError, ValueError):
+        return None
+    etag = headers.get("ETag", "").strip('"')
+    return Body(key, data, body.sha256, etag, headers.get("Last-Modified", ""))
 
 
 def env_proxy(url: str) -> str | None:
