@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from crypto_lakehouse.cli import app
 from crypto_lakehouse.datasets import get_dataset
+from crypto_lakehouse.pipeline import supersede
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
 from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, parse_to_stage
 from crypto_lakehouse.pipeline.provisional import TableSpec, to_silver, write_provisional
+from crypto_lakehouse.pipeline.silver import commit_files
 from crypto_lakehouse.pipeline.supersede import (
     report_batch_supersessions,
     report_supersessions,
@@ -138,6 +140,30 @@ def test_batch_probe_compares_only_files_whose_span_holds_provisional_rows(
     assert [(s.superseded_rows, s.differences) for s in summaries] == [(10, 1)]
     keys = query(lake.uri, "SELECT DISTINCT archive_key FROM silver._supersessions").to_series()
     assert keys.to_list() == [KEY3]
+
+
+def test_batch_probe_reads_no_span_where_file_statistics_show_no_provisional_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over archive rows only, the probe decides from the files' `_provisional` maxima and
+    reads nothing; once a file of the symbol holds REST rows, it reads the span again."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    commit_files(lake, [fixture_day_parsed(tmp_path, "2020-01-02")])
+    reads: list[object] = []
+    real_read_span = supersede.read_span
+
+    def counting_read_span(*args: object, **kwargs: object) -> pl.DataFrame:
+        reads.append(args)
+        return real_read_span(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(supersede, "read_span", counting_read_span)
+    batch = [(fixture_day_parsed(tmp_path, DAY3), None)]
+    assert report_batch_supersessions(lake, batch) == []
+    assert reads == []
+    provisional_day(lake, change_close(fixture_kline_lines(DAY3)[:10], 4, "1.5"))
+    summaries = report_batch_supersessions(lake, batch)
+    assert reads  # the batch probe, then the comparison of the day that has REST rows
+    assert [(s.superseded_rows, s.differences) for s in summaries] == [(10, 1)]
 
 
 @pytest.fixture

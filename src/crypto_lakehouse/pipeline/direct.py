@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
 from crypto_lakehouse.datasets import LINEAGE_SCHEMA
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
 
     import polars as pl
     import pyarrow.fs as pafs
+    from deltalake import DeltaTable
 
     from crypto_lakehouse.datasets import Dataset
 
@@ -434,11 +434,9 @@ def commit_tick_files(lake: Lake, dataset: Dataset, writes: Sequence[DirectWrite
     Returns:
         The table version after the last commit.
     """
-    tables.ensure_table(
+    delta = tables.open_or_create(
         lake, SILVER, dataset.table, silver_arrow_schema(dataset), list(dataset.partition_by)
     )
-    uri = lake.table_uri(SILVER, dataset.table)
-    delta = DeltaTable(uri, storage_options=lake.storage_options)
     by_symbol: dict[str, tuple[set[str], list[DataFile]]] = {}
     for write in writes:
         days, files = by_symbol.setdefault(write.parsed.task.symbol, (set(), []))

@@ -23,7 +23,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import structlog
-from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
 from crypto_lakehouse.datasets import get_dataset
@@ -39,6 +38,8 @@ from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+
+    from deltalake import DeltaTable
 
     from crypto_lakehouse.datasets import Dataset
     from crypto_lakehouse.pipeline.direct import DataFile, DirectWrite
@@ -69,10 +70,8 @@ def commit_bar_files(
         The table version after the commit.
     """
     schema = silver_arrow_schema(dataset)
-    tables.ensure_table(lake, SILVER, dataset.table, schema, list(dataset.partition_by))
+    delta = tables.open_or_create(lake, SILVER, dataset.table, schema, list(dataset.partition_by))
     files = list({f.path: f for w in writes if w is not None for f in w.files}.values())
-    uri = lake.table_uri(SILVER, dataset.table)
-    delta = DeltaTable(uri, storage_options=lake.storage_options)
     if first_loads and all(w is not None for w in writes) and not _overlaps(delta, parsed):
         return _append(delta, dataset, files)
     log.info("bar_batch_replaced", table=dataset.table, files=len(parsed))

@@ -333,6 +333,8 @@ def report_batch_supersessions(
         return []
     first = spans[0][0].task
     spec = TableSpec.of(get_dataset(first.market, first.data_type))
+    if not _may_hold_provisional(lake, spec, {span.symbol for _, _, span in spans}):
+        return []
     columns = ["symbol", *(["interval"] if spec.has_interval else []), spec.time_column]
     probe = read_span(lake, spec, _union_spans(s for _, _, s in spans), provisional=True,
                       columns=columns)  # fmt: skip
@@ -350,6 +352,28 @@ def report_batch_supersessions(
             if summary is not None:
                 summaries.append(summary)
     return summaries
+
+
+def _may_hold_provisional(lake: Lake, spec: TableSpec, symbols: set[str]) -> bool:
+    """Tell from the table's file statistics whether a file of these symbols may hold
+    provisional rows.
+
+    Most archive batches land where no provisional row ever was (a backfill, a fresh lake):
+    the files' `_provisional` maxima say so for ~1.5 ms, where reading the spans to find
+    nothing cost ~6 ms of every commit. A file without that statistic may hold some.
+    """
+    table = tables.open_table(lake, SILVER, spec.table)
+    if table is None:
+        return False
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return False
+    flag, symbol = "max._provisional", "partition.symbol"
+    if flag not in actions.column_names or symbol not in actions.column_names:
+        return True
+    ours = pc.is_in(actions[symbol], value_set=pa.array(sorted(symbols), pa.string()))
+    maybe = pc.or_kleene(pc.is_null(actions[flag]), actions[flag])
+    return bool(pc.any(pc.and_kleene(ours, maybe)).as_py())
 
 
 def _union_spans(spans: Iterable[Span]) -> list[Span]:
