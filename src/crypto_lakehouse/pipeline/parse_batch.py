@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+# polars and pyarrow look at `np.ma` on every numpy conversion, and numpy imports that module
+# lazily, on first use: ~18 ms of a run's first batch, the other workers' first batches
+# waiting on the import lock. Imported with the pipeline instead (a start-up cost).
+import numpy.ma
 import polars as pl
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
