@@ -265,6 +265,30 @@ def test_whole_partition_files_declare_full_columns_required(tmp_path: Path) -> 
     assert pq.read_table(uri / written.path).column("price").to_pylist() == [1.0, None, 2.0]
 
 
+def _codecs(path: Path) -> dict[str, str]:
+    """Return each column's compression codec in a Parquet file's first row group."""
+    import pyarrow.parquet as pq
+
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    return {group.column(i).path_in_schema: group.column(i).compression
+            for i in range(group.num_columns)}  # fmt: skip
+
+
+def test_delta_encoded_columns_are_compressed_in_tick_files_only(tmp_path: Path) -> None:
+    """Bar files leave their delta-encoded times and counts uncompressed (snappy finds nothing
+    there); tick files compress their ids and times; floats are compressed in both."""
+    bars = pl.DataFrame({"symbol": ["BTCUSDT"] * 3, "open_time": [0, 60_000, 120_000],
+                         "close": [1.0, 2.0, 1.5]})  # fmt: skip
+    uri = tmp_path / "bars"
+    (written,) = direct.write_partitions([({"symbol": "BTCUSDT"}, bars)], ["symbol"], str(uri), {})
+    assert _codecs(uri / written.path) == {"open_time": "UNCOMPRESSED", "close": "SNAPPY"}
+    task = _monthly_agg_trades(tmp_path, days=1, rows_per_day=100)
+    table = tmp_path / "ticks"
+    tick_codecs = _codecs(table / write_tick_files(task, str(table), {}).files[0].path)
+    assert tick_codecs["agg_trade_id"] == tick_codecs["transact_time"] == "SNAPPY"
+    assert tick_codecs["price"] == "SNAPPY"
+
+
 def test_streamed_tick_files_make_only_never_empty_columns_required(tmp_path: Path) -> None:
     """Key, time and lineage are required in a tick file; bounds span all its chunks."""
     import pyarrow.parquet as pq
