@@ -35,7 +35,7 @@ def test_share_is_the_machines_since_the_start(
     stat = tmp_path / "stat"
     _stat(stat, user=1000, idle=5000)
     load = CpuLoad(stat_path=stat, reuse_seconds=0)
-    _stat(stat, user=1003, idle=5002)  # 5 ticks on 2 cores: fewer than 4 a core
+    _stat(stat, user=1003, idle=5012)  # 15 ticks on 2 cores: fewer than 8 a core
     assert load.busy_share() is None
     _stat(stat, user=1015, idle=5005)  # a local server and the client: 15 of 20 ticks busy
     assert load.busy_share() == 0.75
@@ -66,13 +66,14 @@ def test_without_proc_stat_this_process_stands_in(
     monkeypatch.setattr(cpu_load, "_cores", lambda: 1)
     busy = CpuLoad(stat_path=tmp_path / "missing", reuse_seconds=0)
     assert busy.busy_share() is None
-    end = time.perf_counter() + 0.06
+    enough = cpu_load.MIN_TICKS_PER_CORE / 100 + 0.02  # seconds: past "too early"
+    end = time.perf_counter() + enough
     while time.perf_counter() < end:
         sum(range(1000))
     share = busy.busy_share()
     assert share is not None and share > 0.25  # ~1 alone; more than a quarter when shared
     idle = CpuLoad(stat_path=tmp_path / "missing", reuse_seconds=0)
-    time.sleep(0.06)
+    time.sleep(enough)
     share = idle.busy_share()
     assert share is not None and share < 0.1
 

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _PROC_STAT = Path("/proc/stat")
-#: Fewer clock ticks than this per core (10 ms each) since the start are too few to tell.
-MIN_TICKS_PER_CORE = 4
+#: Fewer clock ticks than this per core (10 ms each) since the start are too few to tell. At
+#: 4 (40 ms on 2 cores, a share in ninths) a fast mirror's downloads, now ~60 ms of ~0.7
+#: busy, read 0.556 in one run of six and set off a parse beside them, 5 % slower over 12
+#: paired runs; at 8 none did, and 5 or 20 ms answers still start the parse (8 % and 34 %
+#: faster than without it, `bench/paired.py`, 2026-12-05).
+MIN_TICKS_PER_CORE = 8
 #: A reading younger than this is reused: the counters move in 10 ms ticks, and an ingest asks
 #: once per downloaded file (300 opens of /proc/stat cost ~20 ms of the event loop's time).
 REUSE_SECONDS = 0.01
@@ -77,8 +81,8 @@ class CpuLoad:
     def busy_share(self) -> float | None:
         """Return the busy share of all cores since the start (0 to 1), or None too early.
 
-        "Too early" is fewer than `MIN_TICKS_PER_CORE` clock ticks per core, or 40 ms of wall
-        time for the process fallback: a share over a few ticks is mostly rounding.
+        "Too early" is fewer than `MIN_TICKS_PER_CORE` clock ticks per core, or as many 10 ms
+        of wall time for the process fallback: a share over a few ticks is mostly rounding.
         """
         at = time.perf_counter()
         if self._last_at >= 0 and at - self._last_at < self.reuse_seconds:

@@ -65,7 +65,7 @@ def _wait_for_downloads(run: IngestRun) -> bool:
     """Tell whether held files wait until the downloads end, instead of parsing beside them.
 
     They wait while the downloads keep the cores busy (a fast mirror: a parse beside them
-    only contends for the cores), and until the load can be told (the first ~40 ms), unless
+    only contends for the cores), and until the load can be told (the first ~80 ms), unless
     `overlap_parse` says otherwise, and never past `hold_limit_bytes` of zips in memory.
     Once the load has said the cores idle, files parse for the rest of the downloads: the
     machine's load then includes the parse itself, which would otherwise read as busy
