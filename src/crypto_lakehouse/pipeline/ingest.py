@@ -423,13 +423,12 @@ async def _fetch_small_files(
     """Fetch the run's small files together (`bulk_fetch`), holding each for its batch parse.
 
     Each file's outcome is the one `_fetch_and_parse` would give it; only the GETs are made
-    together, `download_concurrency` files at a time as on the per-file path (each with its
-    CHECKSUM beside it). The rare body larger than listed is stored and parsed on its own.
+    together, `download_concurrency` of them at most in flight as on the per-file path. The
+    rare body larger than listed is stored and parsed on its own.
     """
     by_key = {plan.key: (plan, previous) for plan, previous in plans}
     landing: set[asyncio.Task[None]] = set()
-    fetched = fetch_many(archive, list(by_key), run.download_dir,
-                         window=run.settings.download_concurrency)  # fmt: skip
+    fetched = fetch_many(archive, list(by_key), run.download_dir)
     try:
         async for key, got in fetched:
             plan, previous = by_key[key]

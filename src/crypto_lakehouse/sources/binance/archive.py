@@ -205,6 +205,11 @@ class ArchiveClient:
             )
         return self._curl
 
+    def request_slots(self) -> asyncio.Semaphore:
+        """Return the bound on this client's requests in flight (`download_concurrency`), which
+        GETs made on its transport by others (`bulk_fetch`) take too."""
+        return self._semaphore
+
     def bulk_gets(self) -> BulkGets | None:
         """Return a new bulk of GETs on the libcurl transport; None when `http_client` is not
         curl (aiohttp has no bulk: its GETs are made one by one)."""
