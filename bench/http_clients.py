@@ -1,10 +1,12 @@
 """Benchmark the small-GET clients: fetch 300 daily zips and their CHECKSUMs (600 GETs).
 
 `ArchiveClient.fetch` runs with each `http_client` (libcurl in its thread, aiohttp on the
-event loop) against the archive stand-in in its own process, the clients taking turns round
-after round. A bare aiohttp loop over the same 600 URLs is the baseline of the same run: the
-least a Python client on the event loop does per GET. Reported per client: wall time, this
-process's CPU time (every thread), and the paired ratio to the aiohttp client.
+event loop), file by file, and `bulk_fetch.fetch_many` puts every first GET in one libcurl
+bulk (what an ingest of small files does), against the archive stand-in in its own process,
+the clients taking turns round after round. A bare aiohttp loop over the same 600 URLs is the
+baseline of the same run: the least a Python client on the event loop does per GET. Reported
+per client: wall time, this process's CPU time (every thread), and the paired ratio to the
+aiohttp client.
 
     .venv/bin/python bench/http_clients.py --rounds 9 --latency-ms 0
 """
@@ -64,6 +66,23 @@ async def _fetch_all(served: Any, keys: list[str], client: str, spill: Path) -> 
     return sum(body.size for body in bodies)
 
 
+async def _fetch_bulk(served: Any, keys: list[str], spill: Path) -> int:
+    """Fetch every key through one libcurl bulk (`bulk_fetch.fetch_many`), as an ingest does."""
+    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.sources.binance.archive import ArchiveClient, Body
+    from crypto_lakehouse.sources.binance.bulk_fetch import fetch_many
+
+    settings = Settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
+                        binance_listing_url=served.listing_url, http_client="curl")  # fmt: skip
+    size = 0
+    async with ArchiveClient(settings) as archive:
+        async for key, got in fetch_many(archive, keys, spill):
+            if not isinstance(got, Body):
+                raise RuntimeError(f"{key}: {got}")
+            size += got.size
+    return size
+
+
 def _timed(step: Callable[[], int]) -> tuple[float, float]:
     """Run a step; return its wall and CPU seconds."""
     cpu, wall = _cpu_seconds(), time.perf_counter()
@@ -82,7 +101,7 @@ def main() -> None:
     ensure_paths()
     tree = klines_tree(args.files)
     keys = sorted(tree.keys)
-    steps = ("bare aiohttp", *CLIENTS)
+    steps = ("bare aiohttp", *CLIENTS, "curl bulk")
     wall: dict[str, list[float]] = {s: [] for s in steps}
     cpu: dict[str, list[float]] = {s: [] for s in steps}
     with scratch(WORK) as spill, served_archive(tree.root, args.latency_ms / 1000) as served:
@@ -91,6 +110,7 @@ def main() -> None:
         runs: dict[str, Callable[[], int]] = {
             "bare aiohttp": lambda: asyncio.run(_bare_aiohttp(urls, args.concurrency)),
             **{c: (lambda c=c: asyncio.run(_fetch_all(served, keys, c, spill))) for c in CLIENTS},
+            "curl bulk": lambda: asyncio.run(_fetch_bulk(served, keys, spill)),
         }
         for step in steps:  # warm-up: imports, the stand-in's caches
             runs[step]()

@@ -298,8 +298,13 @@ class ArchiveClient:
                 return await attempt()
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def _get_bytes(self, url: str, first: Outcome | None = None) -> bytes:
-        """GET a small body with retries (listings and CHECKSUM files); `first`: see `fetch`."""
+    async def _get_bytes(
+        self, url: str, first: Outcome | None = None, gate: asyncio.Semaphore | None = None
+    ) -> bytes:
+        """GET a small body with retries (listings and CHECKSUM files); `first`: see `fetch`.
+
+        With `gate`, each GET takes one of its slots (the caller holds none).
+        """
 
         def judge(answer: Outcome) -> bytes:
             response = _received(url, answer)
@@ -307,7 +312,10 @@ class ArchiveClient:
             return response.body
 
         async def get() -> bytes:
-            return judge(await self._get_whole(url))
+            if gate is None:
+                return judge(await self._get_whole(url))
+            async with gate:
+                return judge(await self._get_whole(url))
 
         first_try = None if first is None else (lambda: judge(first))
         return await self._with_retries(get, first_try)
@@ -346,11 +354,7 @@ class ArchiveClient:
     async def fetch_checksum(self, key: str, first: Outcome | None = None) -> str:
         """Download `{key}.CHECKSUM` and return its SHA-256 (`first`: see `fetch`)."""
         url = self.download_url(key + ".CHECKSUM")
-        if first is not None:
-            body = await self._get_bytes(url, first)
-        else:
-            async with self._semaphore:
-                body = await self._get_bytes(url)
+        body = await self._get_bytes(url, first, gate=self._semaphore)
         try:
             return parse_checksum(body.decode("utf-8", "replace"))
         except ValueError as exc:
