@@ -54,8 +54,8 @@ def ingest(
     download_concurrency: Annotated[
         int | None,
         typer.Option(
-            help="Files downloading at once (default 16): raise it for a distant archive on a "
-            "fast link, where round trips bound the downloads"
+            help="HTTP requests in flight at once (default 16): raise it for a distant archive "
+            "on a fast link, where round trips bound the downloads"
         ),
     ] = None,
     root: RootOption = None,
