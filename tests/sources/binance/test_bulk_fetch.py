@@ -165,3 +165,33 @@ def test_after_a_transient_answer_the_rest_are_fetched_one_by_one(
     assert sorted(calls) == sorted([(keys[0], True), *((key, False) for key in keys[1:])])
     assert gets(archive, keys[0]) == [503, 200]
     assert all(gets(archive, key) == [200] for key in keys[1:])
+
+
+def test_closing_early_gives_back_the_slots_of_the_gets_still_out(
+    settings_for: Callable[..., Settings],
+    archive: ArchiveServer,
+    archive_root: Path,
+    tmp_path: Path,
+) -> None:
+    """A caller that stops after the first file leaves the client usable: every request slot
+    is free again, though a slow answer of the bulk was still out."""
+    keys = _publish_days(archive_root, 4)
+    archive.faults.add("/" + keys[1], Fault.delay(2.0))
+    # Three slots: the first file's two GETs and the slow zip go out together.
+    settings = settings_for(str(tmp_path / "lake"), http_client="curl", download_concurrency=3)
+
+    async def main() -> tuple[str, int]:
+        async with ArchiveClient(settings) as client:
+            fetched = fetch_many(client, keys, tmp_path / "spill")
+            first_key, _ = await anext(fetched)
+            await fetched.aclose()
+            slots = client.request_slots()
+            free = 0
+            for _ in range(3):
+                await asyncio.wait_for(slots.acquire(), timeout=0.5)
+                free += 1
+            return first_key, free
+
+    first_key, free = asyncio.run(main())
+    assert first_key == keys[0]
+    assert free == 3

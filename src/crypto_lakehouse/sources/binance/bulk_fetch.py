@@ -16,6 +16,7 @@ requested yet are fetched one by one instead, through the client's semaphore and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -55,8 +56,10 @@ async def fetch_many(
         if bulk is None:
             followups = {asyncio.ensure_future(client.fetch(k, spill_dir)): k for k in keys}
         else:
-            async for fetched in _through_bulk(client, bulk, keys, spill_dir, followups):
-                yield fetched
+            through = _through_bulk(client, bulk, keys, spill_dir, followups)
+            async with contextlib.aclosing(through):
+                async for fetched in through:
+                    yield fetched
         while followups:
             done, _ = await asyncio.wait(followups, return_when=asyncio.FIRST_COMPLETED)
             for future in done:
@@ -76,47 +79,58 @@ async def _through_bulk(
     followups: dict[asyncio.Future[Body], str],
 ) -> AsyncGenerator[Fetched, None]:
     """Make every first GET in the bulk; yield the files whose answers are good, and hand the
-    others to `followups` (`ArchiveClient.fetch` tasks), which the caller drains."""
+    others to `followups` (`ArchiveClient.fetch` tasks), which the caller drains.
+
+    Closed early, it gives back the slots of the GETs still out: their answers are not
+    waited for (the transport finishes and drops them), and the client stays usable.
+    """
     slots = client.request_slots()
+    held = 0  # slots taken by GETs whose answers have not been handled yet
     queue = deque((key, half) for key in keys for half in (_BODY, _CHECKSUM))
     started: dict[str, dict[str, Outcome]] = {}  # files with a GET made: the answers so far
     struggling = False
-    while queue or bulk.pending:
-        if struggling:  # files not started leave the bulk; started ones finish their pair
-            for key, half in queue:
-                if key not in started and half == _BODY:
-                    followups[asyncio.ensure_future(client.fetch(key, spill_dir))] = key
-            queue = deque((key, half) for key, half in queue if key in started)
-        gets = []
-        while queue and not slots.locked():
-            await slots.acquire()  # free: returns at once
-            key, half = queue.popleft()
-            started.setdefault(key, {})
-            url = client.download_url(key if half == _BODY else key + ".CHECKSUM")
-            gets.append(((key, half), url, client.proxy_for(url)))
-        bulk.submit(gets)
-        if not bulk.pending:
-            if queue:  # every slot is a follow-up's: wait for one to be free
-                await slots.acquire()
+    try:
+        while queue or bulk.pending:
+            if struggling:  # files not started leave the bulk; started ones finish their pair
+                for key, half in queue:
+                    if key not in started and half == _BODY:
+                        followups[asyncio.ensure_future(client.fetch(key, spill_dir))] = key
+                queue = deque((key, half) for key, half in queue if key in started)
+            gets = []
+            while queue and not slots.locked():
+                await slots.acquire()  # free: returns at once
+                held += 1
+                key, half = queue.popleft()
+                started.setdefault(key, {})
+                url = client.download_url(key if half == _BODY else key + ".CHECKSUM")
+                gets.append(((key, half), url, client.proxy_for(url)))
+            bulk.submit(gets)
+            if not bulk.pending:
+                if queue:  # every slot is a follow-up's: wait for one to be free
+                    await slots.acquire()
+                    slots.release()
+                continue
+            for tag, outcome in await bulk.next_done():
                 slots.release()
-            continue
-        for tag, outcome in await bulk.next_done():
+                held -= 1
+                key, half = cast("tuple[str, str]", tag)
+                got = started[key]
+                got[half] = outcome
+                struggling = struggling or is_transient(outcome)
+                if len(got) < 2:
+                    continue
+                del started[key]
+                first = FirstGets(got[_BODY], got[_CHECKSUM])
+                body = clean_body(key, first)
+                if body is not None:
+                    yield key, body
+                    continue
+                followups[asyncio.ensure_future(client.fetch(key, spill_dir, first))] = key
+            for future in [f for f in followups if f.done()]:
+                yield followups.pop(future), _outcome(future)
+    finally:
+        for _ in range(held):
             slots.release()
-            key, half = cast("tuple[str, str]", tag)
-            got = started[key]
-            got[half] = outcome
-            struggling = struggling or is_transient(outcome)
-            if len(got) < 2:
-                continue
-            del started[key]
-            first = FirstGets(got[_BODY], got[_CHECKSUM])
-            body = clean_body(key, first)
-            if body is not None:
-                yield key, body
-                continue
-            followups[asyncio.ensure_future(client.fetch(key, spill_dir, first))] = key
-        for future in [f for f in followups if f.done()]:
-            yield followups.pop(future), _outcome(future)
 
 
 def _outcome(future: asyncio.Future[Body]) -> Body | Exception:
