@@ -263,12 +263,15 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
              missing=len(missing))  # fmt: skip
     run.awaiting = len(todo)
     run.cpu_load = CpuLoad()  # the downloads' load, not the listing's
-    in_bulk = [(p, current.get(p.key)) for p, a in todo if a == "download" and _small(run, p)]
-    tasks = [
-        asyncio.create_task(_process(run, archive, plan, action, current.get(plan.key)))
-        for plan, action in todo
-        if not (action == "download" and _small(run, plan))
-    ]
+    in_bulk: list[tuple[PlannedFile, ManifestEntry | None]] = []
+    tasks: list[asyncio.Task[None]] = []
+    for plan, action in todo:
+        if action == "download" and _small(run, plan):
+            in_bulk.append((plan, current.get(plan.key)))
+        else:
+            tasks.append(asyncio.create_task(
+                _process(run, archive, plan, action, current.get(plan.key))
+            ))  # fmt: skip
     if in_bulk:
         tasks.append(asyncio.create_task(_fetch_small_files(run, archive, in_bulk)))
     try:

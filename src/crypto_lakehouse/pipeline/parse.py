@@ -92,6 +92,10 @@ def period_bounds(period: str, stamp: str) -> tuple[datetime, datetime]:
     return start, following
 
 
+#: The lineage source of archive rows as an enum (see `_finish`).
+ARCHIVE_SOURCE = pl.Enum(["archive"])
+
+
 def _finish(
     frame: pl.DataFrame, dataset: Dataset, task: ParseTask, *, enum_lineage: bool = False
 ) -> pl.DataFrame:
@@ -108,7 +112,7 @@ def _finish(
     if dataset.has_interval:
         extra.append(pl.lit(task.interval).alias("interval"))
     frame = frame.with_columns(extra)
-    source, key = (pl.Enum(["archive"]), pl.Enum([task.key])) if enum_lineage else (
+    source, key = (ARCHIVE_SOURCE, pl.Enum([task.key])) if enum_lineage else (
         pl.Categorical(), pl.Categorical())  # fmt: skip
     lineage = [
         pl.lit("archive", dtype=source).alias("_source"),

@@ -30,7 +30,12 @@ import polars as pl
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
 from crypto_lakehouse.pipeline.direct import DirectWrite, split_partitions, write_partitions
-from crypto_lakehouse.pipeline.parse import ParsedFile, ParseTask, period_bounds
+from crypto_lakehouse.pipeline.parse import (
+    ARCHIVE_SOURCE,
+    ParsedFile,
+    ParseTask,
+    period_bounds,
+)
 from crypto_lakehouse.sources.binance.formats import (
     MICROS_THRESHOLD,
     read_schema,
@@ -51,10 +56,6 @@ if TYPE_CHECKING:
 _NEWLINE = ord("\n")
 #: Per-thread scratch memory of the batch parse (`_mask`).
 _scratch = threading.local()
-
-
-#: The lineage source of every batched row (an enum: see `_file_columns`).
-_SOURCE = pl.Enum(["archive"])
 
 
 class BatchRejected(Exception):
@@ -402,7 +403,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def _silver(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFrame:
     """Return the batch's rows with the constant lineage columns, in silver column order."""
     return frame.with_columns(
-        pl.lit("archive", dtype=_SOURCE).alias("_source"),
+        pl.lit("archive", dtype=ARCHIVE_SOURCE).alias("_source"),
         pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
         pl.lit(False).alias("_provisional"),
     ).select(list(dataset.silver_schema()))

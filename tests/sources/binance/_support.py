@@ -1,4 +1,5 @@
-"""Helpers shared by the REST, limiter, breaker and stream tests (not fixtures, to stay local)."""
+"""Helpers shared by the archive, REST, limiter, breaker and stream tests (not fixtures, to
+stay local)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,23 @@ if TYPE_CHECKING:
 
     import pytest
 
+    from tests.servers.archive_server import ArchiveServer
     from tests.servers.rest_server import RestServer
+
+
+class SleepRecorder:
+    """Stands in for asyncio.sleep: records each requested wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def gets(archive: ArchiveServer, path: str) -> list[int]:
+    """Statuses of the GETs the archive stand-in answered for one path, oldest first."""
+    return [r.status for r in archive.requests if r.method == "GET" and r.path == "/" + path]
 
 
 def utc(text: str) -> datetime:

@@ -24,6 +24,7 @@ from crypto_lakehouse.sources.binance.archive import ArchiveClient, Download, en
 from tests.servers.archive_files import FIXTURE_TREE, publish
 from tests.servers.archive_server import Fault
 from tests.servers.synthetic import kline_csv
+from tests.sources.binance._support import SleepRecorder, gets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -34,16 +35,6 @@ if TYPE_CHECKING:
 
 SPOT_1M = "data/spot/daily/klines/BTCUSDT/1m/"
 KEY = SPOT_1M + "BTCUSDT-1m-2020-01-01.zip"
-
-
-class SleepRecorder:
-    """Stands in for asyncio.sleep: records each requested wait and returns at once."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 def with_client(
@@ -58,11 +49,6 @@ def with_client(
             return await body(client)
 
     return asyncio.run(main())
-
-
-def gets(archive: ArchiveServer, key: str) -> list[int]:
-    """Statuses of the GETs the stand-in answered for one key, oldest first."""
-    return [r.status for r in archive.requests if r.method == "GET" and r.path == "/" + key]
 
 
 @pytest.fixture(params=["curl", "aiohttp"])

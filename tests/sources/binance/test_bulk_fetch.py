@@ -18,6 +18,7 @@ from crypto_lakehouse.sources.binance.bulk_fetch import fetch_many
 from tests.servers.archive_files import publish
 from tests.servers.archive_server import Fault
 from tests.servers.synthetic import kline_csv
+from tests.sources.binance._support import SleepRecorder, gets
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,16 +28,6 @@ if TYPE_CHECKING:
     from tests.servers.archive_server import ArchiveServer
 
 BASE = "data/spot/daily/klines/ETHUSDT/1m/"
-
-
-class SleepRecorder:
-    """Stands in for asyncio.sleep: records each requested wait and returns at once."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 @pytest.fixture(params=["curl", "aiohttp"])
@@ -68,11 +59,6 @@ def _fetch_all(
             return {key: got async for key, got in fetch_many(client, keys, spill)}
 
     return asyncio.run(main())
-
-
-def gets(archive: ArchiveServer, path: str) -> list[int]:
-    """Statuses of the GETs the stand-in answered for one path, oldest first."""
-    return [r.status for r in archive.requests if r.method == "GET" and r.path == "/" + path]
 
 
 def test_every_file_arrives_verified_with_one_get_of_each_half(
