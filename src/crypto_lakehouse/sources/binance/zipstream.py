@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
 _READ_SIZE = 4 << 20
+#: The most a whole-member inflate allocates up front (`read_csv_member`): a zip's own claim
+#: of its member's size is not trusted beyond this.
+_MAX_PREALLOCATED = 256 << 20
 _INFLATE_ERRORS = cast("tuple[type[BaseException], ...]", (isal_zlib.error,))
 
 
@@ -89,7 +92,12 @@ def read_csv_member(source: Path | bytes) -> bytes:
     packed = memoryview(data)[start : start + info.compress_size]
     try:
         if info.compress_type == zipfile.ZIP_DEFLATED:
-            body = isal_zlib.decompress(packed, wbits=-15)
+            # One byte more than the member: with exactly its size the buffer fills, and isal
+            # grows it (a copy) before it sees the stream end. Growing from the default 16 KB
+            # took ~5 reallocations a file, and two threads inflating scaled 1.4× instead
+            # of 1.9× (page faults of every fresh mapping contend in the kernel).
+            bufsize = min(info.file_size + 1, _MAX_PREALLOCATED)
+            body = isal_zlib.decompress(packed, wbits=-15, bufsize=bufsize)
         elif info.compress_type == zipfile.ZIP_STORED:
             body = bytes(packed)
         else:
