@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from deltalake import DeltaTable
 
 from crypto_lakehouse.pipeline import small_files
 from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.pipeline.ingest_run import IngestRun
 from crypto_lakehouse.storage.bronze import Manifest
 from crypto_lakehouse.storage.lake import Lake
 from tests.servers.archive_files import publish
@@ -181,13 +183,22 @@ class _Load:
 
 
 def _scheduled_run(
-    waiting: int, *, busy: int, downloading: int, overlap: str = "always", load: float | None = 0.0
+    waiting: int,
+    *,
+    busy: int,
+    downloading: int,
+    overlap: str = "always",
+    load: float | None = 0.0,
+    seconds_left: float | None = 1.0,
 ) -> Any:
-    """A run with 1 KB zips waiting for a batch, two workers and 64-file batches."""
+    """A run with 1 KB zips waiting for a batch, two workers and 64-file batches.
+
+    `seconds_left` is how long the downloads still awaited are projected to take.
+    """
     return SimpleNamespace(
         small=list(range(waiting)), held_bytes=waiting * 1024, workers=2,
         batches_running=busy, awaiting=downloading, cpu_load=_Load(load),
-        parse_beside_downloads=False,
+        parse_beside_downloads=False, download_seconds_left=lambda: seconds_left,
         settings=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap,
                                  memory_budget_mb=2048),
     )  # fmt: skip
@@ -248,6 +259,33 @@ def test_busy_cores_hold_files_until_the_downloads_end(started_batches: list[int
     run.awaiting = 0
     small_files.schedule_batches(run)
     assert started_batches == [35, 35]
+
+
+def test_downloads_about_to_end_are_waited_for_even_on_idle_cores(
+    started_batches: list[int],
+) -> None:
+    """A parse beside the last few downloads only splits the files into small batches."""
+    run = _scheduled_run(70, busy=0, downloading=5, overlap="auto", load=0.3, seconds_left=0.02)
+    small_files.schedule_batches(run)
+    assert started_batches == []
+    run.download_seconds_left = lambda: None  # nothing arrived yet: no pace to project
+    small_files.schedule_batches(run)
+    assert started_batches == []
+    run.download_seconds_left = lambda: 0.5  # a distant archive: half a second still to go
+    small_files.schedule_batches(run)
+    assert started_batches == [64]
+    assert run.parse_beside_downloads
+
+
+def test_the_time_left_to_download_is_projected_from_the_pace_so_far() -> None:
+    """Files still awaited take as long each as the arrived ones took on average."""
+    load = SimpleNamespace(wall_start=time.perf_counter() - 0.2)
+    run = SimpleNamespace(_arrived={"a", "b", "c", "d"}, awaiting=6, cpu_load=load)
+    left = IngestRun.download_seconds_left(run)  # type: ignore[arg-type]
+    assert left is not None
+    assert 0.29 <= left <= 0.4  # 6 files at 0.05 s each (a little later than 0.2 s by now)
+    run._arrived = set()
+    assert IngestRun.download_seconds_left(run) is None  # type: ignore[arg-type]
 
 
 def test_held_zips_never_exceed_an_eighth_of_the_memory_budget(

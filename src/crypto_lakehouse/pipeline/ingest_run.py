@@ -7,6 +7,7 @@ commit, manifest events, the result) and the single place where silver commits h
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -104,6 +105,17 @@ class IngestRun:
         self._arrived.add(key)
         self.awaiting -= 1
         return self.awaiting == 0
+
+    def download_seconds_left(self) -> float | None:
+        """Project how long the files still awaited take, at the pace of those arrived so far.
+
+        None before any file has arrived (no pace to go by).
+        """
+        arrived = len(self._arrived)
+        if not arrived:
+            return None
+        elapsed = time.perf_counter() - self.cpu_load.wall_start
+        return self.awaiting * elapsed / arrived
 
     #: Workers share this host's disk, so a parse may follow a download (not on Dask).
     stream_capable: bool = False
