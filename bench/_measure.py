@@ -184,6 +184,24 @@ class _TreeSampler:
         self._thread.join()
 
 
+@contextlib.contextmanager
+def _pythonpath_first() -> Iterator[None]:
+    """Put `PYTHONPATH`'s entries first on `sys.path` while a child is spawned.
+
+    spawn gives the child the parent's `sys.path`, not one built from its environment, so a
+    variant that set `PYTHONPATH` to another checkout's `src/` (`bench/paired.py`) ran this
+    checkout's code: until 2026-12-05 (tenth session) every such comparison measured the same
+    code twice.
+    """
+    extra = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    saved = sys.path[:]
+    sys.path[:0] = extra
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
 def run_measured(fn: Callable[..., dict[str, Any]], *args: Any) -> Measured:
     """Run `fn(*args)` in a spawned child process and return its value and costs.
 
@@ -196,7 +214,8 @@ def run_measured(fn: Callable[..., dict[str, Any]], *args: Any) -> Measured:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(fn, args, child))
-    process.start()
+    with _pythonpath_first():
+        process.start()
     child.close()
     assert process.pid is not None
     with _TreeSampler(process.pid) as sampler:
