@@ -48,9 +48,10 @@ def batched(run: IngestRun, entry: ManifestEntry) -> bool:
 BUSY_CPU_SHARE = 0.6
 #: Downloads projected to end sooner than this are waited for even when the cores look idle.
 #: A fast mirror's 600 GETs take 60-90 ms at a busy share of 0.55-0.6, at the threshold: in 2 of
-#: 12 runs the share read under it late in the downloads, and a parse started beside the
-#: last few files (in batches of an eighth) made the run 35 % slower. A parse beside the
-#: downloads pays only while they last; answers 5 ms away keep 600 GETs going ~0.2 s.
+#: 12 runs in one process the share read under it late in the downloads, and a parse started
+#: beside the last few files (in batches of an eighth) made those runs 35 % slower (in fresh
+#: processes the misfire is rare: 20 paired rounds, 1.001). A parse beside the downloads pays
+#: only while they last; answers 5 ms away keep 600 GETs going ~0.2 s.
 MIN_OVERLAP_SECONDS = 0.1
 
 

@@ -147,3 +147,18 @@ def test_whole_member_read_equals_the_chunked_read(tmp_path: Path) -> None:
     path = tmp_path / "a.zip"
     path.write_bytes(make_zip("a.csv", body, extra_members={"__MACOSX/._a.csv": b"\x00junk"}))
     assert read_csv_member(path) == body == b"".join(iter_csv_chunks(path, 8192))
+
+
+@pytest.mark.parametrize("claimed", [-100, 10**9])
+def test_a_member_whose_directory_lies_about_its_size_is_refused(claimed: int) -> None:
+    """The size the central directory gives sizes the inflate buffer, but is checked after.
+
+    A claim of a gigabyte for a 100 KB member allocates no more than a capped buffer.
+    """
+    body = kline_csv("2020-01-01").encode()
+    data = bytearray(make_zip("a.csv", body))
+    central = data.rfind(b"PK\x01\x02")
+    size = len(body) + claimed if claimed < 0 else claimed
+    data[central + 24 : central + 28] = size.to_bytes(4, "little")  # uncompressed size
+    with pytest.raises(TruncatedBodyError, match=f"expected {size} bytes"):
+        read_csv_member(bytes(data))

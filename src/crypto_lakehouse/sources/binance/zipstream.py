@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
 _READ_SIZE = 4 << 20
-#: The most a whole-member inflate allocates up front (`read_csv_member`): a zip's own claim
-#: of its member's size is not trusted beyond this.
-_MAX_PREALLOCATED = 256 << 20
+#: The most a whole-member inflate allocates up front (`read_csv_member`, for zips of a few
+#: MB): a zip's claim of its member's size is not trusted beyond this; past it, isal grows
+#: the buffer as the member really inflates, and the size check below refuses the lie.
+_MAX_PREALLOCATED = 64 << 20
 _INFLATE_ERRORS = cast("tuple[type[BaseException], ...]", (isal_zlib.error,))
 
 
@@ -96,7 +97,7 @@ def read_csv_member(source: Path | bytes) -> bytes:
             # grows it (a copy) before it sees the stream end. Growing from the default 16 KB
             # took ~5 reallocations a file, and two threads inflating scaled 1.4× instead
             # of 1.9× (page faults of every fresh mapping contend in the kernel).
-            bufsize = min(info.file_size + 1, _MAX_PREALLOCATED)
+            bufsize = min(info.file_size, _MAX_PREALLOCATED) + 1
             body = isal_zlib.decompress(packed, wbits=-15, bufsize=bufsize)
         elif info.compress_type == zipfile.ZIP_STORED:
             body = bytes(packed)
