@@ -109,7 +109,8 @@ class IngestRun:
     def download_seconds_left(self) -> float | None:
         """Project how long the files still awaited take, at the pace of those arrived so far.
 
-        None before any file has arrived (no pace to go by).
+        None before any file has arrived (no pace to go by). The downloads began when
+        `cpu_load` was made for them (`ingest._run_files`).
         """
         arrived = len(self._arrived)
         if not arrived:
