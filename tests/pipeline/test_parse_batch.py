@@ -99,6 +99,26 @@ def test_batch_steps_aside_for_a_bad_file(tmp_path: Path) -> None:
         parse_batch_to_files([good, wrong_day], str(tmp_path / "b2"), {})
 
 
+def test_a_row_outside_its_day_rejects_the_batch_whatever_the_row_order(
+    tmp_path: Path,
+) -> None:
+    """A row of the next day's second minute, last in a rising file or first in a falling one,
+    rejects the batch: the period check reads each file's bounds, not only its first row."""
+    good = _task(tmp_path, "2020-01-01", kline_csv("2020-01-01", minutes=10))
+    day = kline_csv("2020-01-02", minutes=10).splitlines()
+    late = kline_csv("2020-01-03", minutes=2).splitlines()[1]
+    rising = _task(tmp_path, "2020-01-02", "\n".join([*day, late]) + "\n")
+    with pytest.raises(BatchRejected, match="outside"):
+        parse_batch_to_files([good, rising], str(tmp_path / "b1"), {})
+    falling = _task(tmp_path, "2020-01-02", "\n".join(reversed([*day, late])) + "\n")
+    with pytest.raises(BatchRejected, match="outside"):
+        parse_batch_to_files([good, falling], str(tmp_path / "b2"), {})
+    at_midnight = kline_csv("2020-01-03", minutes=1).splitlines()[0]  # the period's end: kept
+    ends = _task(tmp_path, "2020-01-02", "\n".join([*day, at_midnight]) + "\n")
+    assert [w.parsed.rows for w in parse_batch_to_files([good, ends], str(tmp_path / "b3"), {})
+            ] == [10, 11]  # fmt: skip
+
+
 def test_rows_out_of_order_in_a_file_give_per_file_results(tmp_path: Path) -> None:
     """A file written newest first takes the exact path: same stats, same rows."""
     backwards = "\n".join(reversed(kline_csv("2021-03-02", minutes=30).splitlines())) + "\n"

@@ -354,8 +354,9 @@ def write_partitions(
     """Write each partition's rows as one Parquet file, uncommitted (runs in workers).
 
     For batches of small bar files: the encoding then happens in the worker, beside the
-    downloads, and the committer only adds the files. On any error the files written so far
-    are deleted.
+    downloads, and the committer only adds the files. The partition columns, where a part
+    holds them, are left out of its file (its folder holds them). On any error the files
+    written so far are deleted.
     """
     fs, base = Lake(table_uri, storage_options).filesystem()
     columns = list(partition_by)
@@ -363,7 +364,7 @@ def write_partitions(
     try:
         for values, part in parts:
             folder = "/".join(f"{name}={values[name]}" for name in columns)
-            table = _required_where_full(part.drop(columns).to_arrow())
+            table = _required_where_full(part.drop(columns, strict=False).to_arrow())
             handle = _PartitionFile(fs, base, f"{folder}/part-{uuid.uuid4().hex}.parquet",
                                     table.schema, compress_deltas=False)  # fmt: skip
             try:

@@ -58,6 +58,10 @@ _NEWLINE = ord("\n")
 _scratch = threading.local()
 
 
+#: Per file: rows, duplicates dropped, earliest and latest time, epoch unit.
+_FileStats = tuple[int, int, datetime | None, datetime | None, str | None]
+
+
 class BatchRejected(Exception):
     """The batch cannot be parsed in one pass; parse its files one by one."""
 
@@ -136,24 +140,28 @@ def _read_joined(joined: bytes, dataset: Dataset) -> pl.DataFrame:
     return scan.select(kept).collect()
 
 
-def _file_columns(
-    tasks: Sequence[ParseTask], dataset: Dataset, index: pl.Series
-) -> list[pl.Series]:
-    """Return each row's file constants (symbol, lineage, period bounds), gathered by file index.
+def _lineage_columns(tasks: Sequence[ParseTask], index: pl.Series) -> list[pl.Series]:
+    """Return each row's per-file lineage (bronze key, revision), gathered by file index.
 
     The bronze key is an enum of the batch's keys, not a categorical: Parquet gets it as a
     dictionary column either way, but a categorical's conversion to Arrow went row by row
-    (~1 ms per 72,000 rows), an enum's is its indices and its values as they are.
+    (~1 ms per 72,000 rows), an enum's is its indices and its values as they are. Symbol and
+    interval are not gathered here: they are the partition columns, which the Parquet files
+    do not hold (`_partition_slices` adds them only where it must split by them).
     """
-    bounds = [period_bounds(t.period, t.stamp) for t in tasks]
     keys = [t.key for t in tasks]
     columns = [
-        pl.Series("symbol", [t.symbol for t in tasks], dtype=pl.String),
         pl.Series("_bronze_key", keys, dtype=pl.Enum(list(dict.fromkeys(keys)))),
         pl.Series("_revision", [t.revision for t in tasks], dtype=pl.Int64),
-        pl.Series("_start", [b[0] for b in bounds], dtype=TIMESTAMP),
-        pl.Series("_end", [b[1] for b in bounds], dtype=TIMESTAMP),
     ]
+    return [column.gather(index) for column in columns]
+
+
+def _partition_columns(
+    tasks: Sequence[ParseTask], dataset: Dataset, index: pl.Series
+) -> list[pl.Series]:
+    """Return each row's partition values (symbol, and interval for bars) by file index."""
+    columns = [pl.Series("symbol", [t.symbol for t in tasks], dtype=pl.String)]
     if dataset.has_interval:
         columns.append(pl.Series("interval", [t.interval for t in tasks], dtype=pl.String))
     return [column.gather(index) for column in columns]
@@ -212,7 +220,10 @@ def _write_silver(
     """Write a parsed batch's rows as one uncommitted Parquet file per partition."""
     dataset, unique, parsed = batch
     files = write_partitions(
-        _partition_slices(_silver(unique, dataset, tasks[0]), tasks, parsed, dataset),
+        [
+            (values, _silver(part, dataset, tasks[0]))
+            for values, part in _partition_slices(unique, tasks, parsed, dataset)
+        ],
         dataset.partition_by,
         table_uri,
         storage_options,
@@ -228,7 +239,8 @@ def _partition_slices(
 
     A file's unique rows are contiguous and in file order, `parsed[i].rows` of them. Batches
     arrive sorted by key, so each (symbol, interval) is one run of files; a partition seen
-    again later (an unsorted batch) falls back to `split_partitions`.
+    again later (an unsorted batch) falls back to `split_partitions`, on partition columns
+    gathered by each row's file.
     """
     runs: list[tuple[dict[str, str], int, int]] = []
     offset = 0
@@ -244,7 +256,8 @@ def _partition_slices(
         offset += result.rows
     keys = [tuple(values.items()) for values, _, _ in runs]
     if len(set(keys)) != len(keys) or set(dataset.partition_by) - {"symbol", "interval"}:
-        return split_partitions(frame, dataset.partition_by)
+        located = frame.with_columns(_partition_columns(tasks, dataset, frame["_file"]))
+        return split_partitions(located, dataset.partition_by)
     return [(values, frame.slice(start, length)) for values, start, length in runs if length]
 
 
@@ -268,7 +281,7 @@ def _parse_batch(
         raise BatchRejected("rows and lines differ (a line break inside quotes)")
     file_index = pl.Series("_file", np.repeat(np.arange(len(counts), dtype=np.uint32), counts))
     frame = _typed(raw.with_columns(file_index), dataset)
-    frame = frame.with_columns(_file_columns(tasks, dataset, file_index))
+    frame = frame.with_columns(_lineage_columns(tasks, file_index))
     _validate(frame, dataset)
     key = ["_file", *(c for c in dataset.primary_key if c not in ("symbol", "interval"))]
     if key == ["_file", dataset.time_column] and _rising_in_each_file(frame, dataset):
@@ -279,6 +292,7 @@ def _parse_batch(
         if frame.select(pl.struct(key).is_duplicated().any()).item():
             unique = frame.unique(subset=key, keep="first", maintain_order=True)
         stats = _per_file_stats(frame, unique, dataset, len(tasks))
+    _check_periods(tasks, stats)
     return (
         dataset,
         unique,
@@ -301,19 +315,27 @@ def _parse_batch(
 
 
 def _typed(raw: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
-    """Convert epochs row by row (µs when ≥ 1e15, else ms) and keep the unit per row."""
+    """Convert epochs row by row (µs when ≥ 1e15, else ms) and keep the unit per row.
+
+    A batch of ms files only (every spot file before 2025) is told by one maximum: its
+    epochs are then multiplied, not chosen row by row between two converted columns.
+    """
     epochs = [c.name for c in dataset.csv_columns if c.kind == "ts"]
     keep = [c.name for c in dataset.csv_columns if c.kind != "ignore"]
     if dataset.time_column not in epochs:
         raise BatchRejected("only epoch-timed datasets are batched")
-    micros = pl.col(dataset.time_column) >= MICROS_THRESHOLD
-    converted = [
-        pl.when(micros).then(pl.col(c)).otherwise(pl.col(c) * 1000).cast(TIMESTAMP).alias(c)
-        for c in epochs
-    ]
-    return raw.select(
-        *(c for c in keep if c not in epochs), *converted, micros.alias("_us"), "_file"
-    )
+    peak = raw.select(pl.col(dataset.time_column).max()).item()
+    if peak is None or peak < MICROS_THRESHOLD:
+        converted = [(pl.col(c) * 1000).cast(TIMESTAMP).alias(c) for c in epochs]
+        unit = pl.lit(False).alias("_us")
+    else:
+        micros = pl.col(dataset.time_column) >= MICROS_THRESHOLD
+        converted = [
+            pl.when(micros).then(pl.col(c)).otherwise(pl.col(c) * 1000).cast(TIMESTAMP).alias(c)
+            for c in epochs
+        ]
+        unit = micros.alias("_us")
+    return raw.select(*(c for c in keep if c not in epochs), *converted, unit, "_file")
 
 
 def _same_file_as_previous_row() -> pl.Expr:
@@ -322,12 +344,13 @@ def _same_file_as_previous_row() -> pl.Expr:
 
 
 def _validate(frame: pl.DataFrame, dataset: Dataset) -> None:
-    """Reject the batch on empty required cells, mixed units, or rows outside their period."""
+    """Reject the batch on empty required cells or units mixed inside a file.
+
+    Rows outside their file's period are found from each file's bounds (`_check_periods`).
+    """
     required = required_columns(dataset)
-    time = pl.col(dataset.time_column)
     problems = frame.select(
         pl.any_horizontal(pl.col(required).is_null()).any().alias("nulls"),
-        ((time < pl.col("_start")) | (time > pl.col("_end"))).any().alias("outside"),
         ((pl.col("_us") != pl.col("_us").shift(1)) & _same_file_as_previous_row())
         .any()
         .alias("mixed"),
@@ -335,6 +358,20 @@ def _validate(frame: pl.DataFrame, dataset: Dataset) -> None:
     bad = [name for name, hit in problems.items() if hit]
     if bad:
         raise BatchRejected(", ".join(bad))
+
+
+def _check_periods(tasks: Sequence[ParseTask], stats: Sequence[_FileStats]) -> None:
+    """Reject the batch when a file's earliest or latest row lies outside its period.
+
+    Per file rather than per row: the bounds come with the file's stats (its first and last
+    rows when its times rise), so no per-row copy of the period bounds is gathered.
+    """
+    for task, (_, _, low, high, _) in zip(tasks, stats, strict=True):
+        if low is None or high is None:
+            continue
+        start, end = period_bounds(task.period, task.stamp)
+        if low < start or high > end:
+            raise BatchRejected(f"outside: {task.key} has rows outside {task.stamp}")
 
 
 def _rising_in_each_file(frame: pl.DataFrame, dataset: Dataset) -> bool:
@@ -346,7 +383,7 @@ def _rising_in_each_file(frame: pl.DataFrame, dataset: Dataset) -> bool:
 
 def _bounds_by_position(
     frame: pl.DataFrame, counts: Sequence[int], dataset: Dataset
-) -> list[tuple[int, int, datetime | None, datetime | None, str | None]]:
+) -> list[_FileStats]:
     """Return per-file stats read off each file's first and last rows (times rise in files)."""
     firsts: list[int] = []
     offset = 0
@@ -363,7 +400,7 @@ def _bounds_by_position(
         pl.col("_us").gather(first_rows).alias("us"),
     )
     found = dict(zip(present, edges.iter_rows(), strict=True))
-    out: list[tuple[int, int, datetime | None, datetime | None, str | None]] = []
+    out: list[_FileStats] = []
     for index, count in enumerate(counts):
         if index not in found:
             out.append((0, 0, None, None, None))
@@ -375,15 +412,14 @@ def _bounds_by_position(
 
 def _per_file_stats(
     frame: pl.DataFrame, unique: pl.DataFrame, dataset: Dataset, count: int
-) -> list[tuple[int, int, datetime | None, datetime | None, str | None]]:
+) -> list[_FileStats]:
     """Return (rows, duplicates, min time, max time, unit) per file index."""
     time = pl.col(dataset.time_column)
     before = frame.group_by("_file").agg(pl.len().alias("n"), pl.col("_us").first())
     after = unique.group_by("_file").agg(pl.len().alias("n"), time.min().alias("lo"),
                                          time.max().alias("hi"))  # fmt: skip
     joined = {row["_file"]: row for row in before.join(after, on="_file").iter_rows(named=True)}
-    FileStats = tuple[int, int, datetime | None, datetime | None, str | None]
-    out: list[FileStats] = []
+    out: list[_FileStats] = []
     for index in range(count):
         row = joined.get(index)
         if row is None:
@@ -401,9 +437,11 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _silver(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFrame:
-    """Return the batch's rows with the constant lineage columns, in silver column order."""
+    """Return one partition's rows with the constant lineage columns, in silver column order,
+    without the partition columns (the folder holds them)."""
+    partitions = set(dataset.partition_by)
     return frame.with_columns(
         pl.lit("archive", dtype=ARCHIVE_SOURCE).alias("_source"),
         pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
         pl.lit(False).alias("_provisional"),
-    ).select(list(dataset.silver_schema()))
+    ).select([name for name in dataset.silver_schema() if name not in partitions])
