@@ -56,6 +56,7 @@ def commit_bar_files(
     writes: Sequence[DirectWrite | None],
     *,
     first_loads: bool,
+    delta: DeltaTable | None = None,
 ) -> int:
     """Commit a batch whose files were parsed by workers (and maybe some staged ones).
 
@@ -65,12 +66,13 @@ def commit_bar_files(
         parsed: Every file of the batch.
         writes: Per file, the worker-written Parquet files, or None when it was staged.
         first_loads: No file of the batch replaces an earlier revision of its key.
+        delta: The silver table as the caller loaded it (`open_silver`); loaded here if None.
 
     Returns:
         The table version after the commit.
     """
-    schema = silver_arrow_schema(dataset)
-    delta = tables.open_or_create(lake, SILVER, dataset.table, schema, list(dataset.partition_by))
+    if delta is None:
+        delta = open_silver(lake, dataset)
     files = list({f.path: f for w in writes if w is not None for f in w.files}.values())
     if first_loads and all(w is not None for w in writes) and not _overlaps(delta, parsed):
         return _append(delta, dataset, files)
@@ -80,6 +82,12 @@ def commit_bar_files(
     for data_file in files:
         fs.delete_file(f"{base}/{SILVER}/{dataset.table}/{data_file.path}")
     return version
+
+
+def open_silver(lake: Lake, dataset: Dataset) -> DeltaTable:
+    """Load the dataset's silver table, created empty first when missing."""
+    schema = silver_arrow_schema(dataset)
+    return tables.open_or_create(lake, SILVER, dataset.table, schema, list(dataset.partition_by))
 
 
 def _overlaps(delta: DeltaTable, parsed: Sequence[ParsedFile]) -> bool:

@@ -18,7 +18,7 @@ from crypto_lakehouse.exceptions import ChecksumMismatchError, LakehouseError
 from crypto_lakehouse.pipeline import silver, staging
 from crypto_lakehouse.pipeline.cpu_load import CpuLoad
 from crypto_lakehouse.pipeline.direct import DirectWrite, commit_tick_files
-from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
+from crypto_lakehouse.pipeline.direct_bars import commit_bar_files, open_silver
 from crypto_lakehouse.pipeline.results import FileOutcome, IngestResult
 from crypto_lakehouse.pipeline.supersede import report_batch_supersessions
 from crypto_lakehouse.storage import tables
@@ -235,15 +235,19 @@ def _commit_batch(
     Provisional (REST/WS) rows that the archive rows are about to replace are compared with
     them first, and every difference lands in `silver._supersessions`.
     """
-    report_batch_supersessions(run.lake, [(parsed, write) for parsed, _, _, write in batch])
+    pairs = [(parsed, write) for parsed, _, _, write in batch]
     writes = [write for _, _, _, write in batch]
-    if run.dataset.tick:
-        return commit_tick_files(run.lake, run.dataset, [w for w in writes if w is not None])
-    parsed = [parsed for parsed, _, _, _ in batch]
-    if any(w is not None for w in writes):
-        first_loads = all(superseded is None for _, _, superseded, _ in batch)
-        return commit_bar_files(run.lake, run.dataset, parsed, writes, first_loads=first_loads)
-    return silver.commit_files(run.lake, parsed)
+    if run.dataset.tick or not any(w is not None for w in writes):
+        report_batch_supersessions(run.lake, pairs)
+        if run.dataset.tick:
+            return commit_tick_files(run.lake, run.dataset, [w for w in writes if w is not None])
+        return silver.commit_files(run.lake, [parsed for parsed, _ in pairs])
+    # One load of the table for the supersession probe and the commit (~1 ms less).
+    delta = open_silver(run.lake, run.dataset)
+    report_batch_supersessions(run.lake, pairs, table=delta)
+    first_loads = all(superseded is None for _, _, superseded, _ in batch)
+    return commit_bar_files(run.lake, run.dataset, [parsed for parsed, _ in pairs], writes,
+                            first_loads=first_loads, delta=delta)  # fmt: skip
 
 
 async def quarantine_download(run: IngestRun, plan: PlannedFile, exc: IntegrityError) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 import polars as pl
+import pyarrow as pa
 
 from crypto_lakehouse.storage import tables
 
@@ -54,6 +56,12 @@ _SCHEMA: dict[str, pl.DataType] = {
     "time_unit": pl.String(),
     "recorded_at": pl.Datetime("us", "UTC"),
 }
+
+
+@cache
+def _arrow_schema() -> pa.Schema:
+    """Return the manifest's Arrow schema, as the table was created with (`Manifest.ensure`)."""
+    return pl.DataFrame(schema=_SCHEMA).to_arrow().schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +146,7 @@ class Manifest:
 
     def ensure(self) -> None:
         """Create the (empty) manifest table when it does not exist yet."""
-        schema = pl.DataFrame(schema=_SCHEMA).to_arrow().schema
-        tables.ensure_table(self._lake, MANIFEST_LAYER, MANIFEST_TABLE, schema, [])
+        tables.ensure_table(self._lake, MANIFEST_LAYER, MANIFEST_TABLE, _arrow_schema(), [])
 
     def record(self, entries: Iterable[ManifestEntry]) -> None:
         """Append events in one commit, stamping each with the time it was recorded."""
@@ -147,11 +154,13 @@ class Manifest:
         events = list(entries)
         if not events:
             return
-        # Column by column: `asdict` per event cost 20 µs each, on the run's last step.
+        # Column by column: `asdict` per event cost 20 µs each, on the run's last step; and
+        # straight into Arrow (0.4-1.5 ms for 300 events) rather than through a polars frame
+        # (1.4-3.5 ms), which the commit would convert to Arrow anyway.
         columns = {name: [getattr(e, name) for e in events] for name in _SCHEMA}
         columns["recorded_at"] = [e.recorded_at or now for e in events]
-        frame = pl.DataFrame(columns, schema=_SCHEMA)
-        tables.append(self._lake, MANIFEST_LAYER, MANIFEST_TABLE, frame.to_arrow())
+        data = pa.table(columns, schema=_arrow_schema())
+        tables.append(self._lake, MANIFEST_LAYER, MANIFEST_TABLE, data)
 
 
 def store_object(lake: Lake, local: Path, path: str) -> None:
