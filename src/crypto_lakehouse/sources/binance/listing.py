@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import urlencode
 
 from crypto_lakehouse.exceptions import TransientSourceError
@@ -122,9 +121,3 @@ def file_stamp(name: str) -> str:
     if len(parts) >= 4 and len(parts[-3]) == 4:
         return "-".join(parts[-3:])
     return "-".join(parts[-2:])
-
-
-def parse_stamp(stamp: str) -> datetime:
-    """Parse a file date stamp into a naive datetime at the period start."""
-    fmt = "%Y-%m-%d" if stamp.count("-") == 2 else "%Y-%m"
-    return datetime.strptime(stamp, fmt)
