@@ -8,9 +8,11 @@ variant are reported.
 
 A variant is `name:key=value,...`. `latency_ms` sets the archive stand-in's wait before each
 answer, `stand_in` which stand-in serves (`mirror`, the default, or `full`; one server per
-stand-in and latency, all started up front), and `workers` the parse workers (else
-`--workers`); `env.NAME` sets an environment variable of the variant's ingest processes
-(knobs read at start-up, such as allocator settings); any other key is a Settings field.
+stand-in and latency, all started up front), `workers` the parse workers (else
+`--workers`), `executor` `threads` (the default) or `processes` (the pool's start-up is
+inside the timing, as in `bench/ingest.py`); `env.NAME` sets an environment variable of the
+variant's ingest processes (knobs read at start-up, such as allocator settings); any other
+key is a Settings field.
 
     .venv/bin/python bench/paired.py --rounds 8 \\
         --variant "auto:latency_ms=10" --variant "never:latency_ms=10,overlap_parse=never"
@@ -59,6 +61,7 @@ class Variant:
     latency_ms: float = 0.0
     stand_in: str = "mirror"
     workers: int | None = None
+    executor: str = "threads"
     overrides: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
@@ -79,6 +82,10 @@ def parse_variant(spec: str) -> Variant:
             variant.latency_ms = float(value)
         elif key == "workers":
             variant.workers = int(value)
+        elif key == "executor":
+            if text not in ("threads", "processes"):
+                raise argparse.ArgumentTypeError("executor must be threads or processes")
+            variant.executor = text
         elif key == "stand_in":
             if text not in STAND_INS:
                 raise argparse.ArgumentTypeError(f"stand_in must be one of {STAND_INS}")
@@ -131,10 +138,10 @@ def run_rounds(variants: list[Variant], args: argparse.Namespace) -> int:
                 server = servers[variant.stand_in, variant.latency_ms]
                 lake = Path(tempfile.mkdtemp(prefix="lake-paired-", dir=args.scratch))
                 with _environment(variant.env):  # a spawned child copies it at its start
+                    workers = args.workers if variant.workers is None else variant.workers
                     measured = run_measured(
                         ingest_run, server.archive_url, server.listing_url, str(lake), request,
-                        "threads", args.workers if variant.workers is None else variant.workers,
-                        variant.overrides,
+                        variant.executor, workers, variant.overrides,
                     )  # fmt: skip
                 value = measured.value
                 if measured.error or value.get("rows") != tree.rows or value.get("failed"):
@@ -160,7 +167,8 @@ def _report(variants: list[Variant], csv_bytes: int, args: argparse.Namespace) -
         )
         quartiles = statistics.quantiles(variant.seconds, n=4) if len(variant.seconds) > 1 else []
         rows.append({"variant": variant.name, "latency_ms": variant.latency_ms,
-                     "overrides": variant.overrides, "env": variant.env,
+                     "executor": variant.executor, "overrides": variant.overrides,
+                     "env": variant.env,
                      "seconds": variant.seconds,
                      "median_s": round(median, 3), "mb_per_s": round(csv_bytes / MB / median, 1),
                      "quartiles_s": [round(q, 3) for q in quartiles],
