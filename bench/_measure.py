@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crypto_lakehouse.pipeline.cpu_load import IDLE, IOWAIT, STEAL, cpu_ticks
+from crypto_lakehouse.ingest.runtime.cpu_load import IDLE, IOWAIT, STEAL, cpu_ticks
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -34,7 +34,7 @@ def _quiet() -> None:
     """Keep the pipeline's (and Dask's) logs out of the benchmark's output."""
     import logging
 
-    from crypto_lakehouse.ops.logging import configure_logging
+    from crypto_lakehouse.telemetry.logging import configure_logging
 
     configure_logging("WARNING", json=True)
     # Dask's worker processes configure their own logging from dask's config (inherited env).
@@ -171,9 +171,9 @@ def ingest_run(
     workers: int,
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
-    """Run `crypto_lakehouse.pipeline.ingest.ingest` end to end into a fresh lake."""
+    """Run `crypto_lakehouse.ingest.run.ingest` end to end into a fresh lake."""
     from crypto_lakehouse.config import Settings
-    from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+    from crypto_lakehouse.ingest.run import IngestRequest, ingest
 
     _quiet()
     # The issue's figure is download + verify + parse + silver commit: the quality refresh and
@@ -217,9 +217,9 @@ def _top(profile: cProfile.Profile, limit: int) -> list[dict[str, Any]]:
 
 
 def _direct_module() -> Any:
-    """Return `crypto_lakehouse.pipeline.direct` when this version of the pipeline has it."""
+    """Return `crypto_lakehouse.ingest.write.ticks` when this version of the pipeline has it."""
     try:
-        from crypto_lakehouse.pipeline import direct
+        from crypto_lakehouse.ingest.write import ticks as direct
     except ImportError:
         return None
     return direct if hasattr(direct, "write_tick_files") else None
@@ -244,13 +244,13 @@ def stages_run(
     """
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.datasets import get_dataset
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.root import LakeRoot
 
     _quiet()
     work = Path(tempfile.mkdtemp(prefix="bench-stages-", dir=Path(__file__).parent / "work"))
     settings = Settings(root=str(work / "lake"), binance_archive_url=archive_url,
                         binance_listing_url=listing_url)  # fmt: skip
-    lake = Lake.at(settings.root)
+    lake = LakeRoot.at(settings.root)
     dataset = get_dataset(request["market"], request["data_type"])
     try:
         if not dataset.tick and request.get("period") == "daily":
@@ -263,7 +263,7 @@ def stages_run(
 def _task(settings: Any, dataset: Any, key: str, path: Path, request: dict[str, Any],
           work: Path, now: datetime) -> Any:  # fmt: skip
     """Describe the parse of one downloaded archive file as the pipeline would."""
-    from crypto_lakehouse.pipeline.parse import ParseTask
+    from crypto_lakehouse.ingest.parse.file import ParseTask
 
     name = key.rsplit("/", 1)[-1].removesuffix(".zip")
     stamp = name[-10:] if request.get("period") != "monthly" else name[-7:]
@@ -282,10 +282,10 @@ def _batched_stages(settings: Any, lake: Any, dataset: Any, keys: list[str],
     """Small bar files, stage by stage, on the ingest's batched path."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from crypto_lakehouse.pipeline.direct_bars import commit_bar_files
-    from crypto_lakehouse.pipeline.executor import worker_count
-    from crypto_lakehouse.pipeline.parse_batch import BatchFile, store_and_parse_batch
-    from crypto_lakehouse.sources.binance.archive import ArchiveClient
+    from crypto_lakehouse.ingest.parse.batch import BatchFile, store_and_parse_batch
+    from crypto_lakehouse.ingest.runtime.executor import worker_count
+    from crypto_lakehouse.ingest.write.bars import commit_bar_files
+    from crypto_lakehouse.sources.binance.archive.client import ArchiveClient
     from crypto_lakehouse.storage.bronze import bronze_path
 
     async def fetch_all() -> list[Any]:
@@ -328,9 +328,9 @@ def _batched_stages(settings: Any, lake: Any, dataset: Any, keys: list[str],
 def _file_stages(settings: Any, lake: Any, dataset: Any, keys: list[str],
                  request: dict[str, Any], work: Path, top: int) -> dict[str, Any]:  # fmt: skip
     """Large or tick files, stage by stage, one file at a time; parse and commit profiled."""
-    from crypto_lakehouse.pipeline import silver
-    from crypto_lakehouse.pipeline.parse import parse_to_stage
-    from crypto_lakehouse.sources.binance.archive import ArchiveClient
+    from crypto_lakehouse.ingest.parse.file import parse_to_stage
+    from crypto_lakehouse.ingest.write import staged as silver
+    from crypto_lakehouse.sources.binance.archive.client import ArchiveClient
 
     timings: dict[str, float] = {}
 

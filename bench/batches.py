@@ -42,7 +42,7 @@ def child(root: str, keys: list[str], batch: int, threads: list[int], warm: int,
 
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.datasets import get_dataset
-    from crypto_lakehouse.pipeline.parse_batch import parse_batch_to_files
+    from crypto_lakehouse.ingest.parse.batch import parse_batch_to_files
 
     dataset, now = get_dataset("spot", "klines"), datetime.now(UTC)
     request = {"interval": "1m", "period": "daily"}

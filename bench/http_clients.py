@@ -57,7 +57,7 @@ async def _bare_aiohttp(urls: list[str], concurrency: int) -> int:
 async def _fetch_all(served: Any, keys: list[str], client: str, spill: Path) -> int:
     """Fetch every key (zip and CHECKSUM, verified) with one `http_client`."""
     from crypto_lakehouse.config import Settings
-    from crypto_lakehouse.sources.binance.archive import ArchiveClient
+    from crypto_lakehouse.sources.binance.archive.client import ArchiveClient
 
     settings = Settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
                         binance_listing_url=served.listing_url, http_client=client)  # fmt: skip
@@ -69,8 +69,8 @@ async def _fetch_all(served: Any, keys: list[str], client: str, spill: Path) -> 
 async def _fetch_bulk(served: Any, keys: list[str], spill: Path) -> int:
     """Fetch every key through one libcurl bulk (`bulk_fetch.fetch_many`), as an ingest does."""
     from crypto_lakehouse.config import Settings
-    from crypto_lakehouse.sources.binance.archive import ArchiveClient, Body
-    from crypto_lakehouse.sources.binance.bulk_fetch import fetch_many
+    from crypto_lakehouse.sources.binance.archive.bulk_fetch import fetch_many
+    from crypto_lakehouse.sources.binance.archive.client import ArchiveClient, Body
 
     settings = Settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
                         binance_listing_url=served.listing_url, http_client="curl")  # fmt: skip

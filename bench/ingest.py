@@ -8,7 +8,7 @@ Files are generated once and cached under bench/work/, served over HTTP in their
 by a plain mirror of the archive (tests/servers/archive_mirror.py; `--stand-in full`: the
 tests' stand-in, tests/servers/archive_server.py; each ingest row prints the CPU the server
 used), and ingested by
-`pipeline.ingest.ingest` into a fresh temporary lake per run. Each measured step runs in its
+`ingest.run.ingest` into a fresh temporary lake per run. Each measured step runs in its
 own spawned process, --repeat rounds (3) in which every step (baselines and ingests) runs once,
 in reverse order every other round, so the host's drift falls on all of them alike; the
 median run is reported, every run in the JSON, and for each ingest the median over the rounds

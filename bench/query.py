@@ -62,12 +62,12 @@ def build_lake(root: Path, symbols: int, days: int) -> dict[str, Any]:
     if marker.exists():
         return dict(json.loads(marker.read_text()))
     from crypto_lakehouse.datasets import get_dataset
-    from crypto_lakehouse.storage import tables
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage import delta as tables
     from crypto_lakehouse.storage.maintenance import BAR_ROW_GROUP_ROWS
+    from crypto_lakehouse.storage.root import LakeRoot
 
     shutil.rmtree(root, ignore_errors=True)
-    lake = Lake.at(str(root))
+    lake = LakeRoot.at(str(root))
     dataset = get_dataset("spot", "klines")
     started = time.perf_counter()
     rows = commits = 0
@@ -93,14 +93,20 @@ def optimized_copy(source: Path, root: Path) -> dict[str, Any]:
     marker = root / ".complete.json"
     if marker.exists():
         return dict(json.loads(marker.read_text()))
-    from crypto_lakehouse.storage.lake import Lake
     from crypto_lakehouse.storage.maintenance import optimize_table, row_group_rows_for
+    from crypto_lakehouse.storage.root import LakeRoot
 
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(source, root)
-    result = optimize_table(Lake.at(str(root)), "silver", "spot_klines", zorder_by=["open_time"],
-                            vacuum_retention_hours=0, force_retention=True,
-                            row_group_rows=row_group_rows_for("spot_klines"))  # fmt: skip
+    result = optimize_table(
+        LakeRoot.at(str(root)),
+        "silver",
+        "spot_klines",
+        zorder_by=["open_time"],
+        vacuum_retention_hours=0,
+        force_retention=True,
+        row_group_rows=row_group_rows_for("spot_klines"),
+    )
     meta = {"files_before": result.before.files, "files_after": result.after.files,
             "optimize_seconds": round(result.seconds, 1)}  # fmt: skip
     marker.write_text(json.dumps(meta))
@@ -145,10 +151,10 @@ def _time(call: Callable[[], object], runs: int) -> tuple[float, list[float], ob
 
 def measure_api(root: Path, symbols: list[str], days: int, runs: int) -> dict[str, Any]:
     """Time the queries through one `crypto_lakehouse.Lake` (a warm, shared engine)."""
-    from crypto_lakehouse import Lake
+    from crypto_lakehouse import LakeRoot
 
     rng = random.Random(42)
-    lake = Lake(str(root))
+    lake = LakeRoot(str(root))
     out: dict[str, Any] = {}
     year_end = (FIRST_DAY + timedelta(days=days)).isoformat()
 

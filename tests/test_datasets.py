@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from crypto_lakehouse.datasets import REGISTRY, get_dataset, interval_micros
-from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.query.engine import QueryEngine
-from crypto_lakehouse.storage.lake import Lake
+from crypto_lakehouse.storage.root import LakeRoot
 from tests.servers.archive_files import publish
 from tests.servers.synthetic import sample_csv
 
@@ -87,7 +87,7 @@ def test_every_dataset_ingests_a_sample_file(
                             date(2023, 6, 30 if period == "monthly" else 1))  # fmt: skip
     result = asyncio.run(ingest(request, settings_for(root)))
     assert [f.outcome for f in result.files if f.outcome != "missing_upstream"] == ["loaded"]
-    frame = QueryEngine(Lake.at(root)).sql(f"SELECT * FROM silver.{dataset.table}")
+    frame = QueryEngine(LakeRoot.at(root)).sql(f"SELECT * FROM silver.{dataset.table}")
     assert frame.height == rows
     assert frame[dataset.time_column].dtype.time_zone == "UTC"  # type: ignore[attr-defined]
     assert frame["symbol"].unique().to_list() == [symbol]

@@ -1,5 +1,5 @@
 """Allow `python -m crypto_lakehouse ...`."""
 
-from crypto_lakehouse.cli import main
+from crypto_lakehouse.cli.app import main
 
 main()

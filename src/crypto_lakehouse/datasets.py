@@ -96,7 +96,7 @@ class Dataset:
         """Return partition columns: symbol (and interval) for bars, symbol and day for ticks.
 
         A tick day is tens of MB for liquid symbols, and one archive file covers whole day
-        partitions, so a file's rows replace whole partitions (see pipeline/direct.py).
+        partitions, so a file's rows replace whole partitions (see ingest/write/ticks.py).
         """
         if self.has_interval:
             return ("symbol", "interval")

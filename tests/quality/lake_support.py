@@ -7,7 +7,7 @@ import zipfile
 from datetime import date
 from typing import TYPE_CHECKING
 
-from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.storage.bronze import Manifest
 from tests.servers.archive_files import publish
 
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from crypto_lakehouse.config import Settings
-    from crypto_lakehouse.pipeline.results import IngestResult
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.ingest.results import IngestResult
+    from crypto_lakehouse.storage.root import LakeRoot
 
 SPOT_1M = "data/spot/daily/klines/BTCUSDT/1m/"
 SPOT_REQUEST = IngestRequest(
@@ -46,7 +46,7 @@ def republish(archive_root: Path, day: str, lines: list[str]) -> None:
     publish(archive_root, spot_key(day), "\n".join(lines) + "\n")
 
 
-def touched(lake: Lake, result: IngestResult) -> list[tuple[str, str, str]]:
+def touched(lake: LakeRoot, result: IngestResult) -> list[tuple[str, str, str]]:
     """Return (symbol, period, stamp) of the files an ingest changed, as its hook would."""
     current = Manifest(lake).current()
     keys = [f.key for f in result.files if f.outcome != "skipped_unchanged" and f.key in current]

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import polars as pl
 import pytest
 
-from crypto_lakehouse.quality.checks import (
+from crypto_lakehouse.quality.checks.run import (
     CheckResults,
     ListingRange,
     UpstreamFacts,

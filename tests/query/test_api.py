@@ -12,7 +12,7 @@ import pytest
 
 import crypto_lakehouse
 from crypto_lakehouse.exceptions import ConfigurationError
-from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.query.api import Lake, split_name, to_utc
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from crypto_lakehouse.config import Settings
-from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.query.engine import QueryEngine
-from crypto_lakehouse.storage.lake import Lake
+from crypto_lakehouse.storage.root import LakeRoot
 from tests.servers import archive_mirror
 from tests.servers.archive_mirror import ArchiveMirror
 from tests.servers.archive_server import CHUNK_SIZE, ArchiveServer
@@ -156,7 +156,7 @@ def test_ingest_through_the_mirror_loads_the_real_files(archive_root: Path, tmp_
                                 date(2020, 1, 3))  # fmt: skip
         result = asyncio.run(ingest(request, settings))
     assert [f.outcome for f in result.files] == ["loaded"] * 3
-    frame = QueryEngine(Lake.at(settings.root)).sql(
+    frame = QueryEngine(LakeRoot.at(settings.root)).sql(
         "SELECT count(*), min(open_time) FROM silver.spot_klines"
     )
     assert frame.row(0) == (4320, datetime(2020, 1, 1, tzinfo=UTC))

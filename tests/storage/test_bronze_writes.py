@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from crypto_lakehouse.storage.bronze_writes import store_in_background
-from crypto_lakehouse.storage.lake import Lake
+from crypto_lakehouse.storage.root import LakeRoot
 
 
 def test_every_object_lands_before_wait_returns(lake_root: str) -> None:
     """On local disk and S3, each object holds its bytes once `wait` has returned."""
-    lake = Lake.at(lake_root)
+    lake = LakeRoot.at(lake_root)
     objects = [
         (f"zip {i}".encode(), f"bronze/SYM/SYM-1m-2024-01-{i:02d}.zip") for i in range(1, 21)
     ]
@@ -24,7 +24,7 @@ def test_every_object_lands_before_wait_returns(lake_root: str) -> None:
 
 def test_wait_raises_a_refused_write(tmp_path: Path) -> None:
     """A refused object fails the wait; what was written before it is complete."""
-    lake = Lake.at(str(tmp_path))
+    lake = LakeRoot.at(str(tmp_path))
     (tmp_path / "bronze").mkdir()
     (tmp_path / "bronze" / "blocked").write_text("a file where a folder must go")
     pending = store_in_background(
@@ -43,7 +43,7 @@ def test_wait_raises_a_refused_write(tmp_path: Path) -> None:
 
 def test_nothing_to_write_waits_for_nothing(tmp_path: Path) -> None:
     """An empty batch (every zip already in bronze) starts no write."""
-    pending = store_in_background(Lake.at(str(tmp_path)), [])
+    pending = store_in_background(LakeRoot.at(str(tmp_path)), [])
     assert pending.futures == ()
     pending.wait()
     assert not any(tmp_path.iterdir())

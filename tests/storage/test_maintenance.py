@@ -15,11 +15,10 @@ from typer.testing import CliRunner
 
 from crypto_lakehouse.cli import app
 from crypto_lakehouse.exceptions import ConfigurationError
-from crypto_lakehouse.pipeline import staging
-from crypto_lakehouse.pipeline.ingest import IngestRequest, ingest
+from crypto_lakehouse.ingest.run import IngestRequest, ingest
+from crypto_lakehouse.ingest.write import staging
 from crypto_lakehouse.query.engine import QueryEngine
-from crypto_lakehouse.storage import tables
-from crypto_lakehouse.storage.lake import Lake
+from crypto_lakehouse.storage import delta as tables
 from crypto_lakehouse.storage.maintenance import (
     auto_compact,
     layout,
@@ -27,6 +26,7 @@ from crypto_lakehouse.storage.maintenance import (
     small_file_partitions,
     time_columns,
 )
+from crypto_lakehouse.storage.root import LakeRoot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -60,7 +60,7 @@ def test_optimize_keeps_rows_and_answers_and_reduces_files(
 ) -> None:
     """Z-ordered compaction of real ingested files: same answers, fewer files, old ones vacuumed."""
     _ingest_one_commit_per_file(settings_for, lake_root)
-    lake = Lake.at(lake_root)
+    lake = LakeRoot.at(lake_root)
     engine = QueryEngine(lake)
     before = _answers(engine)
     assert layout(tables.open_table(lake, "silver", "spot_klines")).files == 3  # type: ignore[arg-type]
@@ -90,7 +90,7 @@ def test_compact_only_without_vacuum_keeps_old_files(
     """Without --vacuum (or within the retention) replaced files stay for older snapshots."""
     root = str(tmp_path / "lake")
     _ingest_one_commit_per_file(settings_for, root)
-    lake = Lake.at(root)
+    lake = LakeRoot.at(root)
     first = optimize_table(lake, "silver", "spot_klines", vacuum=False)
     assert (first.before.files, first.after.files) == (3, 1)
     assert first.vacuumed == ()
@@ -102,7 +102,7 @@ def test_compact_only_without_vacuum_keeps_old_files(
 
 def test_unsafe_retention_is_refused_unless_forced(tmp_path: Path) -> None:
     """A retention under one hour raises before anything is touched."""
-    lake = Lake.at(str(tmp_path / "lake"))
+    lake = LakeRoot.at(str(tmp_path / "lake"))
     with pytest.raises(ConfigurationError, match="safe minimum"):
         optimize_table(lake, "silver", "spot_klines", vacuum_retention_hours=0)
     with pytest.raises(ConfigurationError, match="does not exist"):
@@ -110,7 +110,7 @@ def test_unsafe_retention_is_refused_unless_forced(tmp_path: Path) -> None:
                        force_retention=True)  # fmt: skip
 
 
-def _small_files_table(lake: Lake) -> None:
+def _small_files_table(lake: LakeRoot) -> None:
     """Write five one-row commits for symbol A and two for B (partitioned by symbol)."""
     for index in range(5):
         symbols = ["A", "B"] if index < 2 else ["A"]
@@ -122,7 +122,7 @@ def _small_files_table(lake: Lake) -> None:
 
 def test_auto_compact_touches_only_partitions_with_too_many_small_files(tmp_path: Path) -> None:
     """Partition A (5 small files) is compacted; B (2 files) and the rows are left alone."""
-    lake = Lake.at(str(tmp_path / "lake"))
+    lake = LakeRoot.at(str(tmp_path / "lake"))
     _small_files_table(lake)
     delta = tables.open_table(lake, "silver", "scratch")
     assert delta is not None
@@ -157,7 +157,7 @@ def test_cli_optimize_renders_a_summary_and_refuses_unsafe_retention(
     """`lakehouse optimize` compacts every table and exits 2 on a retention under 1 hour."""
     root = str(tmp_path / "lake")
     _ingest_one_commit_per_file(settings_for, root)
-    lake, now = Lake.at(root), datetime.now(UTC)
+    lake, now = LakeRoot.at(root), datetime.now(UTC)
     crashed = staging.new_run_prefix(now - timedelta(hours=3))  # a Dask run's leftovers
     live = staging.new_run_prefix(now - timedelta(minutes=10))
     for prefix in (crashed, live):

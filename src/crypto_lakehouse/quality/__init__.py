@@ -6,7 +6,7 @@ schema; `refresh` and `reconcile_lake` run them over the lake and write the gold
 
 from __future__ import annotations
 
-from crypto_lakehouse.quality.checks import (
+from crypto_lakehouse.quality.checks.run import (
     AnomalyConfig,
     CheckResults,
     ListingRange,
@@ -21,7 +21,7 @@ from crypto_lakehouse.quality.checks import (
     last_ids,
     run_checks,
 )
-from crypto_lakehouse.quality.reconcile import (
+from crypto_lakehouse.quality.reconcile.compare import (
     Tolerance,
     compare_archive_rest,
     compare_daily_monthly,
@@ -29,13 +29,13 @@ from crypto_lakehouse.quality.reconcile import (
     klines_from_agg_trades,
     reconcile_klines_with_agg_trades,
 )
-from crypto_lakehouse.quality.reconcile_lake import ReconcileResult, reconcile_tables
-from crypto_lakehouse.quality.refresh import (
+from crypto_lakehouse.quality.reconcile.lake import ReconcileResult, reconcile_tables
+from crypto_lakehouse.quality.refresh.run import (
     QualityRefresh,
     refresh_after_ingest,
     refresh_quality,
 )
-from crypto_lakehouse.quality.report import render_report, write_report
+from crypto_lakehouse.quality.report.render import render_report, write_report
 from crypto_lakehouse.quality.score import ScoreResult, ScoreWeights, score_checks
 
 __all__ = [

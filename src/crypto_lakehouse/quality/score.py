@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Final
 
 import polars as pl
 
-from crypto_lakehouse.quality.coverage import EXCUSED_CAUSES
+from crypto_lakehouse.quality.checks.coverage import EXCUSED_CAUSES
 
 if TYPE_CHECKING:
-    from crypto_lakehouse.quality.checks import CheckResults
+    from crypto_lakehouse.quality.checks.run import CheckResults
 
 DAY_KEY: Final = ["table", "symbol", "day"]
 DEDUCTIONS_SCHEMA: Final = pl.Schema(

@@ -18,7 +18,7 @@ from crypto_lakehouse.config import Settings, load_settings
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.exceptions import ConfigurationError
 from crypto_lakehouse.query.engine import LAYERS, QueryEngine
-from crypto_lakehouse.storage.lake import Lake as LakeRoot
+from crypto_lakehouse.storage.root import LakeRoot
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     import pyarrow.dataset as pads
 
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.root import LakeRoot
 
 LAYERS = ("silver", "gold")
 _REFERENCE = re.compile(r"\b(silver|gold)\s*\.\s*\"?([A-Za-z_][A-Za-z0-9_]*)\"?", re.IGNORECASE)
@@ -33,7 +33,7 @@ _REFERENCE = re.compile(r"\b(silver|gold)\s*\.\s*\"?([A-Za-z_][A-Za-z0-9_]*)\"?"
 class QueryEngine:
     """One DuckDB connection over one lake; safe to share between threads."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: LakeRoot) -> None:
         self._lake = lake
         self._con = duckdb.connect()
         # Silver times are UTC; without this DuckDB renders TIMESTAMPTZ in the host's zone.
@@ -46,7 +46,7 @@ class QueryEngine:
         self._lock = threading.RLock()
 
     @property
-    def lake(self) -> Lake:
+    def lake(self) -> LakeRoot:
         """Return the lake this engine reads."""
         return self._lake
 

@@ -13,7 +13,7 @@ from crypto_lakehouse.storage.bronze import QUARANTINE_STATUSES, Manifest
 
 if TYPE_CHECKING:
     from crypto_lakehouse.query.engine import QueryEngine
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.root import LakeRoot
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ def _time_column(table: str) -> str | None:
         return None
 
 
-def table_status(lake: Lake, engine: QueryEngine) -> list[TableStatus]:
+def table_status(lake: LakeRoot, engine: QueryEngine) -> list[TableStatus]:
     """Return coverage and file layout of every table in the lake."""
     out: list[TableStatus] = []
     for layer, table in engine.tables():
@@ -69,7 +69,7 @@ def table_status(lake: Lake, engine: QueryEngine) -> list[TableStatus]:
     return out
 
 
-def manifest_summary(lake: Lake) -> tuple[pl.DataFrame, pl.DataFrame]:
+def manifest_summary(lake: LakeRoot) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return (file counts by table and status, current quarantined files with reasons)."""
     current = Manifest(lake).current()
     if not current:

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 import pyarrow as pa
 
-from crypto_lakehouse.storage import tables
+from crypto_lakehouse.storage import delta as tables
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.root import LakeRoot
 
 Status = Literal[
     "verified",
@@ -112,7 +112,7 @@ def quarantine_path(key: str, when: datetime) -> str:
 class Manifest:
     """Reads and appends manifest events; every `record` call is one Delta commit."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: LakeRoot) -> None:
         self._lake = lake
 
     def events(self, *, key_prefix: str | None = None) -> pl.DataFrame:
@@ -163,6 +163,6 @@ class Manifest:
         tables.append(self._lake, MANIFEST_LAYER, MANIFEST_TABLE, data)
 
 
-def store_object(lake: Lake, local: Path, path: str) -> None:
+def store_object(lake: LakeRoot, local: Path, path: str) -> None:
     """Put a verified raw object into bronze atomically."""
     lake.put_file(local, path)

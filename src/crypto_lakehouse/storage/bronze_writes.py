@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.root import LakeRoot
 
 #: Writer threads per process: one for local disk (see the module docstring), more for S3.
 LOCAL_WRITERS = 1
@@ -57,7 +57,7 @@ class PendingWrites:
             raise failures[0]
 
 
-def store_in_background(lake: Lake, objects: Sequence[tuple[bytes, str]]) -> PendingWrites:
+def store_in_background(lake: LakeRoot, objects: Sequence[tuple[bytes, str]]) -> PendingWrites:
     """Start writing `(bytes, path in the lake)` objects atomically (`Lake.put_bytes`)."""
     if not objects:
         return PendingWrites(())
@@ -67,7 +67,7 @@ def store_in_background(lake: Lake, objects: Sequence[tuple[bytes, str]]) -> Pen
     return PendingWrites((pool.submit(_put_all, lake, objects),))
 
 
-def _put_all(lake: Lake, objects: Sequence[tuple[bytes, str]]) -> None:
+def _put_all(lake: LakeRoot, objects: Sequence[tuple[bytes, str]]) -> None:
     """Write objects one after another (one local folder lock holder at a time)."""
     for data, path in objects:
         lake.put_bytes(data, path)

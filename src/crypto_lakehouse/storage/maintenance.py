@@ -19,12 +19,12 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 
 from crypto_lakehouse.datasets import dataset_for_table
 from crypto_lakehouse.exceptions import CommitConflictError, ConfigurationError, StorageError
-from crypto_lakehouse.storage.tables import commit_retry, open_table
+from crypto_lakehouse.storage.delta import commit_retry, open_table
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.root import LakeRoot
 
 DEFAULT_TARGET_SIZE = 128 << 20
 DEFAULT_RETENTION_HOURS = 168
@@ -138,7 +138,7 @@ def _compact(
     )
 
 
-def _open(lake: Lake, layer: str, table: str) -> DeltaTable:
+def _open(lake: LakeRoot, layer: str, table: str) -> DeltaTable:
     """Open a table or say which one is missing."""
     delta = open_table(lake, layer, table)
     if delta is None:
@@ -147,7 +147,7 @@ def _open(lake: Lake, layer: str, table: str) -> DeltaTable:
 
 
 def optimize_table(
-    lake: Lake,
+    lake: LakeRoot,
     layer: str,
     table: str,
     *,
@@ -242,7 +242,7 @@ def small_file_partitions(
 
 
 def auto_compact(
-    lake: Lake,
+    lake: LakeRoot,
     layer: str,
     table: str,
     *,

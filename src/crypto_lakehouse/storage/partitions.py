@@ -14,12 +14,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lakehouse.storage import tables
+from crypto_lakehouse.storage import delta as tables
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-    from crypto_lakehouse.storage.lake import Lake
+    from crypto_lakehouse.storage.root import LakeRoot
 
 DayRun: TypeAlias = tuple[date, date]
 Runs: TypeAlias = dict[str, list[DayRun]]
@@ -129,7 +129,7 @@ def range_filter(
 
 
 def scan(
-    lake: Lake,
+    lake: LakeRoot,
     layer: str,
     table: str,
     *,
@@ -161,7 +161,7 @@ def scan(
 
 
 def scan_runs(
-    lake: Lake,
+    lake: LakeRoot,
     layer: str,
     table: str,
     runs: Runs | None,
@@ -244,7 +244,7 @@ def in_runs(runs: Runs, *, symbol_column: str = "symbol", day_column: str = "day
 
 
 def replace_slices(
-    lake: Lake,
+    lake: LakeRoot,
     layer: str,
     table: str,
     frame: pl.DataFrame,
@@ -263,7 +263,7 @@ def replace_slices(
     )
 
 
-def table_version(lake: Lake, layer: str, table: str) -> int | None:
+def table_version(lake: LakeRoot, layer: str, table: str) -> int | None:
     """Return a table's current Delta version, or `None` when it does not exist."""
     delta = tables.open_table(lake, layer, table)
     return None if delta is None else int(delta.version())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from crypto_lakehouse.config import Settings
-from crypto_lakehouse.sources.binance.rest import BinanceRestClient
+from crypto_lakehouse.sources.binance.rest.client import BinanceRestClient
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -1,0 +1,1 @@
+"""Gold: derived Delta tables (resampled bars, summaries, funding, basis), built incrementally."""

@@ -1,0 +1,1 @@
+"""Archive -> bronze -> silver: plan a run, fetch, verify, parse, write and commit."""

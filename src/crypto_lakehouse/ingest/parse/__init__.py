@@ -1,0 +1,1 @@
+"""Parse verified archive files into silver rows: one file, a batch, or a growing download."""

@@ -1,0 +1,651 @@
+"""Archive → bronze → silver for one dataset: list, decide, download, verify, parse, commit.
+
+Downloads run concurrently (asyncio + aiohttp), parsing runs on an executor (threads, spawned
+processes or Dask), and one committer writes silver in batches. Per-file failures become
+outcomes on the result; the run always continues with the other files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+
+from crypto_lakehouse.datasets import Dataset, get_dataset
+from crypto_lakehouse.exceptions import (
+    ConfigurationError,
+    IntegrityError,
+    LakehouseError,
+    NotFoundUpstreamError,
+    SourceError,
+    StorageError,
+)
+from crypto_lakehouse.ingest.file_steps import (
+    PARSE_FAILURES,
+    parse_file,
+    record_parse_failure,
+    store,
+    task_for,
+)
+from crypto_lakehouse.ingest.overlap import StreamedParse
+from crypto_lakehouse.ingest.plan import PeriodMode, PlannedFile, decide, select_files
+from crypto_lakehouse.ingest.progress import NullProgress, ProgressSink
+from crypto_lakehouse.ingest.results import FileOutcome, IngestResult
+from crypto_lakehouse.ingest.run_state import (
+    HeldFile,
+    IngestRun,
+    commit_pending,
+    prepare_tables,
+    quarantine_download,
+    record_failure,
+    superseded_event,
+    tables_prepared,
+)
+from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
+from crypto_lakehouse.ingest.runtime.executor import (
+    ExecutorKind,
+    close_owner,
+    make_executor,
+    worker_count,
+)
+from crypto_lakehouse.ingest.runtime.heap import frozen_heap
+from crypto_lakehouse.ingest.runtime.memory import plan_memory
+from crypto_lakehouse.ingest.small_files import (
+    SMALL_FILE_BYTES,
+    batched,
+    drain_batches,
+    hold,
+    schedule_batches,
+    start_batch,
+)
+from crypto_lakehouse.ingest.write import staged as silver
+from crypto_lakehouse.ingest.write import staging
+from crypto_lakehouse.quality.refresh.run import refresh_after_ingest
+from crypto_lakehouse.sources.binance.archive.bulk_fetch import fetch_many
+from crypto_lakehouse.sources.binance.archive.client import ArchiveClient, Body, Download
+from crypto_lakehouse.storage.bronze import (
+    Manifest,
+    ManifestEntry,
+    bronze_path,
+)
+from crypto_lakehouse.storage.maintenance import auto_compact
+from crypto_lakehouse.storage.root import LakeRoot
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.sources.binance.archive.listing import ArchiveObject
+
+log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    """What `lakehouse ingest` was asked for."""
+
+    market: str
+    data_type: str
+    symbols: tuple[str, ...] = ()
+    interval: str | None = None
+    start: date | None = None
+    end: date | None = None
+    period: PeriodMode = "auto"
+    executor: ExecutorKind = "threads"
+    dask_address: str | None = None
+    refresh_quality: bool = True
+
+
+def _validate(request: IngestRequest, dataset: Dataset) -> None:
+    """Reject requests the archive cannot answer, with a message saying what would work."""
+    if dataset.has_interval:
+        if not request.interval:
+            raise ConfigurationError(f"{dataset.table} needs --interval (e.g. 1m)")
+        if request.interval not in dataset.intervals:
+            raise ConfigurationError(
+                f"interval {request.interval} is not archived for {dataset.table}; "
+                f"choose one of {', '.join(dataset.intervals)}"
+            )
+    if request.period != "auto" and request.period not in dataset.periods:
+        raise ConfigurationError(
+            f"{dataset.table} is published {' and '.join(dataset.periods)} only"
+        )
+    if request.start and request.end and request.start > request.end:
+        raise ConfigurationError("--start must not be after --end")
+
+
+async def ingest(
+    request: IngestRequest,
+    settings: Settings,
+    *,
+    progress: ProgressSink | None = None,
+    client: ArchiveClient | None = None,
+) -> IngestResult:
+    """Bring the archive files of a request into bronze and silver.
+
+    Args:
+        request: dataset, symbols, date range and period mode.
+        settings: lake root, endpoints, concurrency.
+        progress: where to report progress; nothing is drawn when omitted.
+        client: an archive client to use (the caller keeps ownership); one is made otherwise.
+
+    Returns:
+        The per-file outcomes. Failures are outcomes, not exceptions: the run goes on.
+
+    Raises:
+        ConfigurationError: the request cannot be served.
+        SourceError: the listing itself could not be read.
+    """
+    dataset = get_dataset(request.market, request.data_type)
+    _validate(request, dataset)
+    settings = _within_memory_budget(settings, request)
+    lake = LakeRoot.at(settings.root)
+    executor, owner = make_executor(
+        request.executor, settings.workers, dask_address=request.dask_address
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="lakehouse-ingest-"))
+    started = datetime.now(UTC)
+    remote = request.dask_address is not None
+    run = IngestRun(
+        lake=lake,
+        dataset=dataset,
+        settings=settings,
+        manifest=Manifest(lake),
+        executor=executor,
+        workers=worker_count(settings.workers),
+        download_slots=asyncio.Semaphore(settings.download_concurrency),
+        progress=progress or NullProgress(),
+        workdir=workdir,
+        started=started,
+        result=IngestResult(table=dataset.table),
+        stream_capable=request.executor != "dask",
+        remote_workers=remote,
+        stage_prefix=staging.new_run_prefix(started) if remote else "",
+    )
+    own_client = client is None
+    archive = client or ArchiveClient(settings)
+    try:
+        with frozen_heap():
+            await _run(run, request, archive)
+        if settings.auto_compact and run.result.loaded:
+            await _compact(run)
+        if request.refresh_quality:
+            await _refresh_quality(run)
+    finally:
+        if own_client:
+            await archive.aclose()
+        executor.shutdown(wait=True, cancel_futures=True)
+        close_owner(owner)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if remote:
+            await asyncio.to_thread(_clear_staging, run)
+    return run.result
+
+
+def _clear_staging(run: IngestRun) -> None:
+    """Delete the run's staging prefix and those of crashed runs; a failure only warns.
+
+    Nothing references staged files once their commits are done, so leftovers cost space, not
+    correctness: a week-old prefix is a crashed run's (no run lasts that long).
+    """
+    try:
+        staging.remove_prefix(run.lake, run.stage_prefix)
+        swept = staging.sweep_stale(run.lake, run.started, older_than=timedelta(days=7))
+    except (OSError, LakehouseError) as exc:
+        log.warning("staging_cleanup_failed", prefix=run.stage_prefix, error=str(exc)[:200])
+        return
+    if swept:
+        log.info("staging_swept", prefixes=swept)
+
+
+def _within_memory_budget(settings: Settings, request: IngestRequest) -> Settings:
+    """Return settings whose chunk size and worker count fit `memory_budget_mb` on this host.
+
+    Workers on a remote Dask cluster are sized by that cluster, not by this budget.
+    """
+    if request.dask_address:
+        return settings
+    workers = worker_count(settings.workers)
+    plan = plan_memory(settings.memory_budget_mb, settings.parse_batch_mb, workers,
+                       processes=request.executor != "threads")  # fmt: skip
+    if not plan.fits:
+        log.warning("memory_budget_too_small", budget_mb=settings.memory_budget_mb,
+                    expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
+    if (plan.parse_batch_mb, plan.workers) == (settings.parse_batch_mb, workers):
+        return settings
+    log.info("memory_budget_applied", budget_mb=settings.memory_budget_mb,
+             parse_batch_mb=plan.parse_batch_mb, workers=plan.workers,
+             expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
+    return settings.model_copy(
+        update={"parse_batch_mb": plan.parse_batch_mb, "workers": plan.workers}
+    )
+
+
+async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
+    """List, plan, process every file, then flush the last commit and manifest events."""
+    prepare_tables(run)
+    try:
+        await _run_files(run, request, archive)
+    finally:
+        await tables_prepared(run)  # never leave the thread behind
+
+
+async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
+    """Discover the files, process each, then commit what is left."""
+    # The manifest is read beside the listing: read after it, on the loop, it held back the
+    # first download by 1-9 ms (a fresh process's first Delta read).
+    reading = asyncio.ensure_future(asyncio.to_thread(
+        run.manifest.current, key_prefix=f"data/{run.dataset.market_path}/"
+    ))  # fmt: skip
+    try:
+        planned, missing = await _discover(run.dataset, request, archive)
+    except BaseException:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        raise
+    current = await reading
+    run.plans = {p.key: p for p in (*planned, *missing)}
+    for miss in missing:
+        run.result.files.append(FileOutcome(miss.key, "missing_upstream"))
+        run.pending_events.append(
+            ManifestEntry(miss.key, run.dataset.table, miss.symbol, miss.period, miss.stamp,
+                          "missing_upstream", reason="not in the archive listing")
+        )  # fmt: skip
+    actions = [(p, decide(p, current.get(p.key))) for p in planned]
+    todo = [(p, a) for p, a in actions if a != "skip"]
+    download_bytes = sum(p.listed.size for p, a in todo if p.listed and a == "download")
+    run.progress.plan(len(planned), download_bytes)
+    for plan, action in actions:
+        if action == "skip":
+            entry = current[plan.key]
+            run.result.files.append(
+                FileOutcome(plan.key, "skipped_unchanged", revision=entry.revision)
+            )
+            run.progress.file_done(plan.key, "skipped_unchanged")
+    log.info("ingest_planned", table=run.dataset.table, files=len(planned), todo=len(todo),
+             missing=len(missing))  # fmt: skip
+    run.awaiting = len(todo)
+    run.cpu_load = CpuLoad()  # the downloads' load, not the listing's
+    in_bulk: list[tuple[PlannedFile, ManifestEntry | None]] = []
+    tasks: list[asyncio.Task[None]] = []
+    for plan, action in todo:
+        if action == "download" and _small(run, plan):
+            in_bulk.append((plan, current.get(plan.key)))
+        else:
+            tasks.append(asyncio.create_task(
+                _process(run, archive, plan, action, current.get(plan.key))
+            ))  # fmt: skip
+    if in_bulk:
+        tasks.append(asyncio.create_task(_fetch_small_files(run, archive, in_bulk)))
+    try:
+        await asyncio.gather(*tasks)
+        run.awaiting = 0
+        schedule_batches(run)
+        await drain_batches(run)
+    finally:
+        for task in (*tasks, *run.batch_tasks):
+            task.cancel()
+        await _disarm_flush_timer(run)
+    await commit_pending(run, force=True)
+
+
+def _arm_flush_timer(run: IngestRun) -> None:
+    """Make sure what waits for a batch is committed within `commit_interval_seconds`.
+
+    Batches fill by count or size; a file still downloading (a slow mirror, a huge month)
+    must not hold back the rows of the files that are done.
+    """
+    waiting = run.small or run.parsed
+    if waiting and (run.flush_timer is None or run.flush_timer.done()):
+        run.flush_timer = asyncio.create_task(_flush_later(run))
+
+
+async def _flush_later(run: IngestRun) -> None:
+    """Parse and commit whatever waits once the interval has passed."""
+    await asyncio.sleep(run.settings.commit_interval_seconds)
+    log.info("interval_commit", waiting_parse=len(run.small), waiting_commit=len(run.parsed))
+    start_batch(run, run.settings.parse_batch_files)
+    await drain_batches(run)
+    await commit_pending(run, force=True)
+
+
+async def _disarm_flush_timer(run: IngestRun) -> None:
+    """Stop the flush timer; re-raise what a timed flush failed with."""
+    timer, run.flush_timer = run.flush_timer, None
+    if timer is None:
+        return
+    if not timer.done():
+        timer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await timer
+
+
+async def _compact(run: IngestRun) -> None:
+    """Compact the partitions this table has filled with small files (one commit each)."""
+    results = await asyncio.to_thread(
+        auto_compact,
+        run.lake,
+        silver.SILVER,
+        run.dataset.table,
+        max_small_files=run.settings.auto_compact_max_small_files,
+    )
+    for result in results:
+        log.info("silver_compacted", table=run.dataset.table, result=str(result))
+
+
+async def _refresh_quality(run: IngestRun) -> None:
+    """Recompute quality for the (symbol, day)s whose files changed state in this run.
+
+    A failure here is reported on the result, never turned into a failed ingest: the data
+    landed, only its report card is stale (`lakehouse quality report` recomputes it).
+    """
+    touched: list[tuple[str, str, str]] = sorted(
+        {
+            (plan.symbol, str(plan.period), plan.stamp)
+            for outcome in run.result.files
+            if outcome.outcome != "skipped_unchanged"
+            and (plan := run.plans.get(outcome.key)) is not None
+        }
+    )
+    if not touched:
+        return
+    try:
+        await asyncio.to_thread(refresh_after_ingest, run.lake, run.dataset.table, touched)
+    except Exception as exc:  # reported on the result and in the log
+        log.warning("quality_refresh_failed", table=run.dataset.table, error=str(exc))
+        run.result.notes.append(f"quality refresh failed: {exc}")
+
+
+async def _discover(
+    dataset: Dataset, request: IngestRequest, archive: ArchiveClient
+) -> tuple[list[PlannedFile], list[PlannedFile]]:
+    """List symbols and files upstream and select those covering the request."""
+    symbols = list(request.symbols)
+    if not symbols:
+        for period in dataset.periods:
+            symbols += await archive.list_symbols(dataset.symbols_prefix(period))
+        symbols = sorted(set(symbols))
+    periods = [p for p in dataset.periods if request.period in ("auto", p)]
+    prefixes = [(symbol, period) for symbol in symbols for period in periods]
+    # Every listing at once (the client's semaphore bounds them): one after another, a
+    # hundred symbols cost a hundred round trips to the archive before the first download.
+    listings = await _all_or_none([
+        archive.list_all(dataset.archive_prefix(period, symbol, request.interval))
+        for symbol, period in prefixes
+    ])  # fmt: skip
+    by_symbol: dict[str, dict[str, list[ArchiveObject]]] = {symbol: {} for symbol in symbols}
+    for (symbol, period), (objects, _) in zip(prefixes, listings, strict=True):
+        by_symbol[symbol][period] = objects
+    planned: list[PlannedFile] = []
+    missing: list[PlannedFile] = []
+    for symbol, listed in by_symbol.items():
+        chosen, absent = select_files(
+            dataset, symbol, listed, start=request.start, end=request.end, mode=request.period
+        )
+        planned += chosen
+        missing += absent
+    return planned, missing
+
+
+async def _all_or_none(calls: list[Coroutine[object, object, _T]]) -> list[_T]:
+    """Await calls concurrently; on the first failure cancel the rest and raise it as is."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _process(
+    run: IngestRun,
+    archive: ArchiveClient,
+    plan: PlannedFile,
+    action: str,
+    previous: ManifestEntry | None,
+) -> None:
+    """Fetch (or reuse) one file, parse it on the executor, and queue it for commit."""
+    try:
+        if action == "download" and _can_stream(run, plan, previous):
+            await _process_streamed(run, archive, plan, previous)
+        else:
+            await _fetch_and_parse(run, archive, plan, action, previous)
+    finally:
+        if run.awaiting_done(plan.key):
+            schedule_batches(run)  # nothing more will arrive: share out what waits
+    _arm_flush_timer(run)
+
+
+def _small(run: IngestRun, plan: PlannedFile) -> bool:
+    """Tell whether a file is fetched into memory with the other small files of the run."""
+    return not run.dataset.tick and plan.listed is not None and plan.listed.size <= SMALL_FILE_BYTES
+
+
+async def _fetch_small_files(
+    run: IngestRun, archive: ArchiveClient, plans: list[tuple[PlannedFile, ManifestEntry | None]]
+) -> None:
+    """Fetch the run's small files together (`bulk_fetch`), holding each for its batch parse.
+
+    Each file's outcome is the one `_fetch_and_parse` would give it; only the GETs are made
+    together, `download_concurrency` of them at most in flight as on the per-file path. The
+    rare body larger than listed is stored and parsed on its own.
+    """
+    by_key = {plan.key: (plan, previous) for plan, previous in plans}
+    landing: set[asyncio.Task[None]] = set()
+    fetched = fetch_many(archive, list(by_key), run.download_dir)
+    try:
+        async for key, got in fetched:
+            plan, previous = by_key[key]
+            try:
+                if isinstance(got, Body):
+                    entry = _verified_entry(run, plan, previous, got)
+                    if batched(run, entry):
+                        hold(run, HeldFile(plan, entry, previous, body=got.data))
+                    else:
+                        landing.add(asyncio.create_task(_land(run, plan, entry, got, previous)))
+                elif isinstance(got, _FETCH_FAILURES):
+                    await _record_fetch_failure(run, plan, got)
+                else:
+                    raise got
+            finally:
+                if run.awaiting_done(key):
+                    schedule_batches(run)  # nothing more will arrive: share out what waits
+            _arm_flush_timer(run)
+        await asyncio.gather(*landing)
+    finally:
+        await fetched.aclose()
+        for task in landing:
+            task.cancel()
+
+
+async def _fetch_and_parse(
+    run: IngestRun,
+    archive: ArchiveClient,
+    plan: PlannedFile,
+    action: str,
+    previous: ManifestEntry | None,
+) -> None:
+    """Fetch (or reuse) one file, then hold it for a batch or parse it on the executor."""
+    try:
+        if action == "download":
+            async with run.download_slots:
+                entry, got = await _download(run, archive, plan, previous)
+        else:
+            assert previous is not None
+            entry = previous.with_status("verified")
+            local = await _bronze_copy(run, plan, entry)
+    except _FETCH_FAILURES as exc:
+        await _record_fetch_failure(run, plan, exc)
+        return
+    if action == "download":
+        await _land(run, plan, entry, got, previous)
+    else:
+        await _parse_stored(run, plan, entry, local, previous)
+
+
+async def _land(
+    run: IngestRun,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    got: Download | Body,
+    previous: ManifestEntry | None,
+) -> None:
+    """Hold a verified small body for its batch, or store the file in bronze and parse it."""
+    if isinstance(got, Body) and batched(run, entry):
+        # Stored in bronze by the batch's worker, just before it parses.
+        hold(run, HeldFile(plan, entry, previous, body=got.data))
+        return
+    try:
+        local = await store(run, got, entry.bronze_path)
+    except _FETCH_FAILURES as exc:
+        await _record_fetch_failure(run, plan, exc)
+        return
+    await _parse_stored(run, plan, entry, local, previous)
+
+
+async def _parse_stored(
+    run: IngestRun,
+    plan: PlannedFile,
+    entry: ManifestEntry,
+    local: Path,
+    previous: ManifestEntry | None,
+) -> None:
+    """Parse a file that is in bronze: small bar files wait for a batch, others parse now."""
+    if batched(run, entry):
+        hold(run, HeldFile(plan, entry, previous, local=local))
+        return
+    run.awaiting_done(plan.key)
+    await parse_file(run, plan, entry, local, previous)
+
+
+#: What fetching and storing one file may fail with (see `_record_fetch_failure`).
+_FETCH_FAILURES = (IntegrityError, SourceError, OSError, StorageError)
+
+
+async def _bronze_copy(run: IngestRun, plan: PlannedFile, entry: ManifestEntry) -> Path:
+    """Return a local file of a zip already in bronze, for a parse on this host's disk.
+
+    Workers on other hosts open the bronze object themselves (`file_steps.task_for` leaves
+    the path out of their tasks), so nothing is copied to the driver's disk for them.
+    """
+    target = run.workdir / "bronze" / plan.key
+    if run.remote_workers:
+        return target
+    return await asyncio.to_thread(run.lake.get_file, entry.bronze_path, target)
+
+
+async def _record_fetch_failure(
+    run: IngestRun, plan: PlannedFile, exc: IntegrityError | SourceError | OSError | StorageError
+) -> None:
+    """Give a file that could not be fetched or stored its outcome; the run goes on.
+
+    Bad bytes are quarantined; a file missing upstream is recorded as such; anything else
+    (retries exhausted, bronze refused) fails the file, to be retried on the next run.
+    """
+    if isinstance(exc, IntegrityError):
+        await quarantine_download(run, plan, exc)
+    elif isinstance(exc, NotFoundUpstreamError):
+        record_failure(run, plan, "missing_upstream", str(exc))
+    elif isinstance(exc, SourceError):
+        record_failure(run, plan, "failed", f"download failed after retries: {exc}")
+    else:
+        record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
+
+
+async def _download(
+    run: IngestRun,
+    archive: ArchiveClient,
+    plan: PlannedFile,
+    previous: ManifestEntry | None,
+    on_body: Callable[[Path], None] | None = None,
+) -> tuple[ManifestEntry, Download | Body]:
+    """Download and verify a file; return its manifest entry and the verified bytes.
+
+    Small files are fetched into memory (a body), larger ones to a temp file (a download);
+    neither is in bronze yet (`file_steps.store`, or the batch worker for small bar files).
+    """
+    assert plan.listed is not None
+    got: Download | Body
+    if plan.listed.size <= SMALL_FILE_BYTES and on_body is None:
+        got = await archive.fetch(plan.key, run.download_dir)
+    else:
+        sha = await archive.fetch_checksum(plan.key)
+        got = await archive.download(plan.key, run.download_dir, sha, on_body=on_body)
+    return _verified_entry(run, plan, previous, got), got
+
+
+def _verified_entry(
+    run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None, got: Download | Body
+) -> ManifestEntry:
+    """Count a verified download, and return its manifest entry (a new revision if changed)."""
+    assert plan.listed is not None
+    run.progress.downloaded(got.size)
+    revision = 1
+    if previous is not None and previous.sha256:
+        revision = previous.revision if previous.sha256 == got.sha256 else previous.revision + 1
+    return ManifestEntry(
+        key=plan.key, table=run.dataset.table, symbol=plan.symbol, period=plan.period,
+        stamp=plan.stamp, status="verified", revision=revision,
+        bronze_path=bronze_path(plan.key, revision), sha256=got.sha256, size=got.size,
+        etag=plan.listed.etag, last_modified=plan.listed.last_modified,
+    )  # fmt: skip
+
+
+def _can_stream(run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None) -> bool:
+    """Tell whether a file's parse may follow its download.
+
+    Large tick files only (they take the direct path), on executors sharing this host's disk,
+    and only for a first revision: a later one's number depends on the checksum's outcome.
+    """
+    return (
+        run.settings.stream_parse
+        and run.stream_capable
+        and run.dataset.tick
+        and plan.listed is not None
+        and plan.listed.size > SMALL_FILE_BYTES
+        and (previous is None or not previous.sha256)
+    )
+
+
+async def _process_streamed(
+    run: IngestRun, archive: ArchiveClient, plan: PlannedFile, previous: ManifestEntry | None
+) -> None:
+    """Download one large tick file while a worker parses it; commit only a verified body."""
+    stream = StreamedParse(
+        run.executor,
+        lambda path, growing: task_for(run, plan, 1, path, growing),
+        run.lake.table_uri(silver.SILVER, run.dataset.table),
+        run.lake.storage_options,
+        stall_seconds=run.settings.http_timeout_seconds * 2,
+    )
+    try:
+        async with run.download_slots:
+            entry, got = await _download(run, archive, plan, previous, on_body=stream.start)
+        local = await store(run, got, entry.bronze_path)
+    except _FETCH_FAILURES as exc:
+        await stream.abandon()
+        await _record_fetch_failure(run, plan, exc)
+        return
+    except BaseException:
+        await asyncio.shield(stream.abandon())
+        raise
+    try:
+        written = await stream.finish(local)
+    except PARSE_FAILURES as exc:
+        record_parse_failure(run, plan, entry, previous, exc)
+        return
+    if written is None:
+        await parse_file(run, plan, entry, local, previous)
+        return
+    run.parsed.append((written.parsed, entry, superseded_event(previous, entry), written))
+    await commit_pending(run, force=False)

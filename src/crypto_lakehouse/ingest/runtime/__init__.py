@@ -1,0 +1,1 @@
+"""Where an ingest runs: executors, the memory budget, load sampling, heap tuning."""

@@ -1,0 +1,197 @@
+"""Small bar files: held after their download, then stored and parsed in batches.
+
+While the downloads leave the cores idle (a remote archive), a batch starts as soon as a
+worker is idle, with an eighth of `parse_batch_files`, and grows while every worker is busy;
+while they keep the cores busy (a fast mirror), files wait for the downloads to end. Then
+what waits is split into equal batches, as many as a multiple of the workers. The batch's
+worker parses them in one polars pass while the bronze objects are written beside it, and
+writes silver once they are stored (`parse_batch.store_and_parse_batch`); on any doubt each
+file gets its own parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from crypto_lakehouse.exceptions import FormatError, IntegrityError, StorageError
+from crypto_lakehouse.ingest.file_steps import body_path, parse_file, store_body, task_for
+from crypto_lakehouse.ingest.parse.batch import BatchFile, BatchRejected, store_and_parse_batch
+from crypto_lakehouse.ingest.run_state import (
+    HeldFile,
+    IngestRun,
+    commit_pending,
+    record_failure,
+    superseded_event,
+)
+from crypto_lakehouse.ingest.write import staged as silver
+
+if TYPE_CHECKING:
+    from crypto_lakehouse.storage.bronze import ManifestEntry
+
+log = structlog.get_logger(__name__)
+#: Zips up to this size (a daily 1m kline file is ~70 KB) are fetched into memory and batched.
+SMALL_FILE_BYTES = 4 << 20
+
+
+def batched(run: IngestRun, entry: ManifestEntry) -> bool:
+    """Tell whether a file waits for a batch parse: small files of bar-like datasets."""
+    return not run.dataset.tick and entry.size <= SMALL_FILE_BYTES
+
+
+#: The machine's CPU share above which downloads count as keeping the cores busy (`cpu_load`).
+#: Measured on 2 cores with the stand-in on the same host (`docs/scaling.md` §5.0c): 0.71-0.84
+#: with answers at once, where a parse beside the downloads cost ~6 %; 0.51-0.57 at 5 ms a
+#: request and 0.45 at 10 ms, where it saved 10-15 %.
+BUSY_CPU_SHARE = 0.6
+#: Downloads projected to end sooner than this are waited for even when the cores look idle.
+#: A fast mirror's 600 GETs take 60-90 ms at a busy share of 0.55-0.6, at the threshold: in 2 of
+#: 12 runs in one process the share read under it late in the downloads, and a parse started
+#: beside the last few files (in batches of an eighth) made those runs 35 % slower (in fresh
+#: processes the misfire is rare: 20 paired rounds, 1.001). A parse beside the downloads pays
+#: only while they last; answers 5 ms away keep 600 GETs going ~0.2 s.
+MIN_OVERLAP_SECONDS = 0.1
+
+
+def hold(run: IngestRun, held: HeldFile) -> None:
+    """Hold a small file for a batch parse, and start batches on idle workers."""
+    run.small.append(held)
+    run.held_bytes += len(held.body or b"")
+    run.awaiting_done(held.plan.key)
+    schedule_batches(run)
+
+
+def hold_limit_bytes(run: IngestRun) -> int:
+    """Return how many bytes of held zips may wait in memory: an eighth of the budget."""
+    return (run.settings.memory_budget_mb << 20) // 8
+
+
+def _wait_for_downloads(run: IngestRun) -> bool:
+    """Tell whether held files wait until the downloads end, instead of parsing beside them.
+
+    They wait while the downloads keep the cores busy (a fast mirror: a parse beside them
+    only contends for the cores), and until the load can be told (the first ~80 ms), unless
+    `overlap_parse` says otherwise, and never past `hold_limit_bytes` of zips in memory.
+    Once the load has said the cores idle, files parse for the rest of the downloads: the
+    machine's load then includes the parse itself, which would otherwise read as busy
+    downloads and stop the overlap it started (at 5 ms a request it did, half way). Downloads
+    about to end (`MIN_OVERLAP_SECONDS`) are waited for whatever the load.
+    """
+    mode = run.settings.overlap_parse
+    if mode == "always" or run.held_bytes >= hold_limit_bytes(run):
+        return False
+    if mode == "never":
+        return True
+    if run.parse_beside_downloads:
+        return False
+    share = run.cpu_load.busy_share()
+    if share is None or share >= BUSY_CPU_SHARE:
+        return True
+    left = run.download_seconds_left()
+    if left is None or left < MIN_OVERLAP_SECONDS:
+        return True
+    run.parse_beside_downloads = True
+    return False
+
+
+def schedule_batches(run: IngestRun) -> None:
+    """Start batch parses of the held small files while workers are free.
+
+    While files download, and the downloads leave the cores idle (`_wait_for_downloads`), a
+    batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
+    while a worker is idle: workers start early and keep busy beside the downloads, and the
+    batches grow only while they are all busy. Once nothing more is downloading, what waits
+    is split into equal batches of at most `parse_batch_files`, a multiple of the workers in
+    number, all started at once (queued behind busy workers), so the last ones end
+    together. Splitting again each time a worker freed up made a tail of ever smaller
+    batches (38, 19, 9, 5, 2, 1, 1 files after 225), each paying a batch's fixed cost: in
+    isolation, 300 files in that shape took 0.27 s, in six equal batches 0.21-0.25 s.
+    """
+    limit = run.settings.parse_batch_files
+    while run.small:
+        waiting = len(run.small)
+        downloading = run.awaiting > 0
+        if downloading and _wait_for_downloads(run):
+            return
+        if not downloading:
+            batches = run.workers * -(-waiting // (run.workers * limit))
+            share = -(-waiting // batches)
+            while run.small:
+                start_batch(run, share)
+        elif waiting >= limit:
+            start_batch(run, limit)
+        elif run.workers - run.batches_running <= 0:
+            return
+        elif waiting >= max(1, limit // 8):
+            start_batch(run, waiting)
+        else:
+            return
+
+
+def start_batch(run: IngestRun, size: int) -> None:
+    """Parse the first `size` held files (by key) as one batch, in a task of its own."""
+    run.small.sort(key=lambda held: held.plan.key)
+    batch, run.small = run.small[:size], run.small[size:]
+    if not batch:
+        return
+    run.held_bytes -= sum(len(held.body or b"") for held in batch)
+    run.batches_running += 1
+    task = asyncio.create_task(_parse_batch(run, batch))
+    run.batch_tasks.add(task)
+    task.add_done_callback(run.batch_tasks.discard)
+
+
+async def drain_batches(run: IngestRun) -> None:
+    """Wait until every batch parse, and any batch they start, has finished."""
+    while run.batch_tasks:
+        await asyncio.gather(*run.batch_tasks)
+
+
+async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
+    """Store and parse small files in one pass; on any doubt, one by one."""
+    files = [_batch_file(run, held) for held in batch]
+    uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
+    loop = asyncio.get_running_loop()
+    writes = None
+    try:
+        writes = await loop.run_in_executor(
+            run.executor, store_and_parse_batch, files, run.lake, uri
+        )
+    except (BatchRejected, FormatError, IntegrityError, OSError, StorageError) as exc:
+        # A bad file, or the lake refusing a write: each file then gets its own outcome.
+        log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
+        for held in batch:
+            await _parse_held(run, held)
+    finally:
+        run.batches_running -= 1
+    # Not in `finally`: a cancelled run must not start new batches on its way out.
+    schedule_batches(run)
+    if writes is None:
+        return
+    for write, held in zip(writes, batch, strict=True):
+        run.parsed.append(
+            (write.parsed, held.entry, superseded_event(held.previous, held.entry), write)
+        )
+    await commit_pending(run, force=False)
+
+
+def _batch_file(run: IngestRun, held: HeldFile) -> BatchFile:
+    """Describe a held file for the batch worker (its bytes travel along when not stored)."""
+    local = held.local or body_path(run, held.entry.bronze_path)
+    task = task_for(run, held.plan, held.entry.revision, local)
+    return BatchFile(task, body=held.body, bronze_path=held.entry.bronze_path)
+
+
+async def _parse_held(run: IngestRun, held: HeldFile) -> None:
+    """Store (when still in memory) and parse one file of a batch that could not be parsed whole."""
+    local = held.local
+    if local is None:
+        assert held.body is not None
+        try:
+            local = await asyncio.to_thread(store_body, run, held.body, held.entry.bronze_path)
+        except (OSError, StorageError) as exc:
+            record_failure(run, held.plan, "failed", f"could not store in bronze: {exc}")
+            return
+    await parse_file(run, held.plan, held.entry, local, held.previous)

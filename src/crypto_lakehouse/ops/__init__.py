@@ -1,1 +1,0 @@
-"""Operations: logging, metrics, alerts."""

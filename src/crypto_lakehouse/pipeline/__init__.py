@@ -1,1 +1,0 @@
-"""Pipelines: source → bronze (ingest), bronze → silver, silver → gold."""

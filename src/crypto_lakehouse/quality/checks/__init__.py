@@ -1,0 +1,1 @@
+"""The quality checks: coverage and gaps, invariants, id sequences, anomalies, fingerprints."""

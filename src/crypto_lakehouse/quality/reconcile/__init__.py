@@ -1,0 +1,1 @@
+"""Reconciliation: compare rows of two origins and store the mismatches."""

@@ -1,0 +1,1 @@
+"""The quality report: gather gold quality tables and render HTML and Markdown."""

@@ -1,0 +1,1 @@
+"""Recent and live data: REST update, WebSocket stream, provisional rows, supersession."""

@@ -1,0 +1,1 @@
+"""Binance public REST: client, transport, paging, weight limits, circuit breaker, frames."""

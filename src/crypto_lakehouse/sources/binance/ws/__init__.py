@@ -1,0 +1,1 @@
+"""Binance WebSocket market streams: client with reconnects, and frame parsing."""

@@ -1,0 +1,1 @@
+"""Telemetry: structured logs (and metrics), importable from every layer."""
