@@ -172,13 +172,13 @@ def ingest_run(
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
     """Run `crypto_lakehouse.ingest.run.ingest` end to end into a fresh lake."""
-    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.config import load_settings
     from crypto_lakehouse.ingest.run import IngestRequest, ingest
 
     _quiet()
     # The issue's figure is download + verify + parse + silver commit: the quality refresh and
     # auto-compaction that follow an ingest are measured by their own tests, not here.
-    settings = Settings(
+    settings = load_settings(
         root=lake_root, binance_archive_url=archive_url, binance_listing_url=listing_url,
         workers=workers, **{"auto_compact": False, **overrides},
     )  # fmt: skip
@@ -273,7 +273,7 @@ def _task(settings: Any, dataset: Any, key: str, path: Path, request: dict[str, 
         interval=request.get("interval"), period=request.get("period", "daily"),
         stamp=stamp, revision=1, zip_path=str(path),
         staged_path=str(work / "stage" / (key.replace("/", "_") + ".staged")),
-        chunk_bytes=settings.parse_batch_mb << 20, ingested_at=now,
+        chunk_bytes=settings.tuning.parse_batch_mb << 20, ingested_at=now,
     )  # fmt: skip
 
 
@@ -301,7 +301,7 @@ def _batched_stages(settings: Any, lake: Any, dataset: Any, keys: list[str],
                        body=b.data, bronze_path=bronze_path(b.key, 1))
              for b in sorted(bodies, key=lambda b: b.key)]  # fmt: skip
     workers = worker_count(settings.workers)
-    count = workers * -(-len(files) // (workers * settings.parse_batch_files))
+    count = workers * -(-len(files) // (workers * settings.tuning.parse_batch_files))
     size = -(-len(files) // count)
     uri = lake.table_uri("silver", dataset.table)
     started = time.perf_counter()
@@ -373,7 +373,7 @@ def _file_stages(settings: Any, lake: Any, dataset: Any, keys: list[str],
     commit_profile = cProfile.Profile()
     started = time.perf_counter()
     commit_profile.enable()
-    batch = settings.commit_batch_files
+    batch = settings.tuning.commit_batch_files
     for first in range(0, len(outputs), batch):
         if direct is not None:
             direct.commit_tick_files(lake, dataset, outputs[first : first + batch])

@@ -56,10 +56,10 @@ async def _bare_aiohttp(urls: list[str], concurrency: int) -> int:
 
 async def _fetch_all(served: Any, keys: list[str], client: str, spill: Path) -> int:
     """Fetch every key (zip and CHECKSUM, verified) with one `http_client`."""
-    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.config import load_settings
     from crypto_lakehouse.sources.binance.archive.client import ArchiveClient
 
-    settings = Settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
+    settings = load_settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
                         binance_listing_url=served.listing_url, http_client=client)  # fmt: skip
     async with ArchiveClient(settings) as archive:
         bodies = await asyncio.gather(*(archive.fetch(key, spill) for key in keys))
@@ -68,11 +68,11 @@ async def _fetch_all(served: Any, keys: list[str], client: str, spill: Path) -> 
 
 async def _fetch_bulk(served: Any, keys: list[str], spill: Path) -> int:
     """Fetch every key through one libcurl bulk (`bulk_fetch.fetch_many`), as an ingest does."""
-    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.config import load_settings
     from crypto_lakehouse.sources.binance.archive.bulk_fetch import fetch_many
     from crypto_lakehouse.sources.binance.archive.client import ArchiveClient, Body
 
-    settings = Settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
+    settings = load_settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
                         binance_listing_url=served.listing_url, http_client="curl")  # fmt: skip
     size = 0
     async with ArchiveClient(settings) as archive:

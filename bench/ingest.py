@@ -378,7 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "~0.07 ms of CPU a request) or full (the tests' aiohttp stand-in, "
                              "~0.25 ms); the real archive costs this host nothing")  # fmt: skip
     parser.add_argument("--overlap", default="auto",
-                        help="comma-separated LAKEHOUSE_OVERLAP_PARSE modes to run: "
+                        help="comma-separated LAKEHOUSE_TUNING__OVERLAP_PARSE modes to run: "
                              "auto,never,always (auto)")  # fmt: skip
     parser.add_argument(
         "--profile",

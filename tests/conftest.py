@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from crypto_lakehouse.config import Settings
+from crypto_lakehouse.config import Settings, load_settings
 from tests.servers.archive_files import copy_fixture_tree
 from tests.servers.archive_server import ArchiveServer
 
@@ -123,7 +123,7 @@ def settings_for(archive: ArchiveServer) -> object:
             "http_retries": 3,
         }
         values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return load_settings(**values)
 
     return make
 
@@ -135,6 +135,6 @@ def env_for(archive: ArchiveServer, root: str) -> dict[str, str]:
         LAKEHOUSE_BINANCE_ARCHIVE_URL=archive.archive_url,
         LAKEHOUSE_BINANCE_LISTING_URL=archive.listing_url,
         LAKEHOUSE_ROOT=root,
-        LAKEHOUSE_RETRY_BACKOFF_SECONDS="0.01",
+        LAKEHOUSE_TUNING__RETRY_BACKOFF_SECONDS="0.01",
     )
     return env

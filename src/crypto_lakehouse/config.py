@@ -4,47 +4,32 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 DEFAULT_LISTING_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
 
 
-class Settings(BaseSettings):
-    """Every knob of the lakehouse; defaults serve a laptop user talking to the real Binance."""
+class Tuning(BaseModel):
+    """Internal tuning of the ingest engine; the defaults are measured, rarely worth changing.
 
-    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_", extra="ignore")
+    Set from the environment as `LAKEHOUSE_TUNING__<NAME>` (for example
+    `LAKEHOUSE_TUNING__PARSE_BATCH_MB=32`).
+    """
 
-    root: str = Field(default="./lake", description="Lake root: a path or s3://bucket/prefix")
-    binance_archive_url: str = DEFAULT_ARCHIVE_URL
-    binance_listing_url: str = DEFAULT_LISTING_URL
-    binance_spot_api_url: str = "https://api.binance.com"
-    binance_um_api_url: str = "https://fapi.binance.com"
-    binance_cm_api_url: str = "https://dapi.binance.com"
-    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
-    binance_um_ws_url: str = "wss://fstream.binance.com"
-    binance_cm_ws_url: str = "wss://dstream.binance.com"
+    model_config = ConfigDict(frozen=True)
 
-    # Archive round trips, not bandwidth, bound hundreds of small files from a distant CDN:
-    # against the stand-in at 20 ms a request, 300 daily files took 1.88 s with 8, 1.03 s with
-    # 16 and 0.72 s with 32; with no latency the concurrency made no difference.
-    download_concurrency: int = Field(default=16, ge=1, le=64)
-    http_timeout_seconds: float = Field(default=60.0, gt=0)
     http_client: Literal["curl", "aiohttp"] = Field(
         default="curl",
         description="Client for small archive GETs (zips, CHECKSUMs, listings): curl = "
         "libcurl in a thread beside the event loop (less CPU per GET); aiohttp = on the loop",
     )
-    http_retries: int = Field(default=5, ge=0)
-    retry_backoff_seconds: float = Field(default=0.5, ge=0)
-    retry_max_wait_seconds: float = Field(default=60.0, ge=0)
-
-    memory_budget_mb: int = Field(default=2048, ge=64, description="Peak RSS budget for ingest")
+    retry_backoff_seconds: float = Field(default=0.5, ge=0, description="First back-off wait")
+    retry_max_wait_seconds: float = Field(default=60.0, ge=0, description="Longest back-off wait")
     # 16 MB, not more: larger chunks are mmap-ed and unmapped by malloc on every chunk, and
     # the page faults doubled the system time (512 MB file: 1.4-1.7 s at 16 MB, 1.8-2.1 s at 64).
     parse_batch_mb: int = Field(default=16, ge=1, description="CSV MB parsed per batch")
-    workers: int = Field(default=0, ge=0, description="Parser processes; 0 means one per core")
     stream_parse: bool = Field(
         default=True, description="Parse large tick files while they download"
     )
@@ -66,16 +51,63 @@ class Settings(BaseSettings):
     )
     auto_compact: bool = Field(default=True, description="Compact partitions of small files")
     auto_compact_max_small_files: int = Field(default=16, ge=2)
-
     rest_weight_limit_per_minute: int = Field(default=0, ge=0, description="0 = from exchangeInfo")
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
 
-    metadata_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in the lake")
-    log_level: str = "INFO"
+
+class Settings(BaseSettings):
+    """What a user sets: the lake root, endpoints, limits; defaults serve a laptop user.
+
+    Every field reads `LAKEHOUSE_<NAME>` from the environment; internal knobs live in
+    `tuning` (`LAKEHOUSE_TUNING__<NAME>`). Settings are read once, by the entry point (the
+    CLI, or the caller of the Python API), and passed in: no constructor reads them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAKEHOUSE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    root: str = Field(default="./lake", description="Lake root: a path or s3://bucket/prefix")
+    binance_archive_url: str = DEFAULT_ARCHIVE_URL
+    binance_listing_url: str = DEFAULT_LISTING_URL
+    binance_spot_api_url: str = "https://api.binance.com"
+    binance_um_api_url: str = "https://fapi.binance.com"
+    binance_cm_api_url: str = "https://dapi.binance.com"
+    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
+    binance_um_ws_url: str = "wss://fstream.binance.com"
+    binance_cm_ws_url: str = "wss://dstream.binance.com"
+
+    # Archive round trips, not bandwidth, bound hundreds of small files from a distant CDN:
+    # against the stand-in at 20 ms a request, 300 daily files took 1.88 s with 8, 1.03 s with
+    # 16 and 0.72 s with 32; with no latency the concurrency made no difference.
+    download_concurrency: int = Field(default=16, ge=1, le=64, description="Parallel downloads")
+    http_timeout_seconds: float = Field(default=60.0, gt=0, description="Per-request timeout")
+    http_retries: int = Field(default=5, ge=0, description="Retries of a failed request")
+    memory_budget_mb: int = Field(default=2048, ge=64, description="Peak RSS budget for ingest")
+    workers: int = Field(default=0, ge=0, description="Parser processes; 0 means one per core")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    tuning: Tuning = Field(default_factory=Tuning)
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Return settings from the environment with explicit overrides (flags) applied on top."""
+    """Return settings from the environment with explicit overrides (flags) applied on top.
+
+    Args:
+        **overrides: `Settings` fields, or `Tuning` fields by their own name (routed into
+            `tuning` and merged over the environment's). `None` means "flag not given".
+
+    Raises:
+        pydantic.ValidationError: a value is out of range or of the wrong type.
+    """
     values = {key: value for key, value in overrides.items() if value is not None}
+    tuning = {key: values.pop(key) for key in list(values) if key in Tuning.model_fields}
+    if tuning:
+        values["tuning"] = {**dict(values.get("tuning", {})), **tuning}  # type: ignore[call-overload]
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def with_tuning(settings: Settings, **changes: object) -> Settings:
+    """Return a copy of `settings` with some `Tuning` fields changed (validated)."""
+    tuning = Tuning.model_validate({**settings.tuning.model_dump(), **changes})
+    return settings.model_copy(update={"tuning": tuning})

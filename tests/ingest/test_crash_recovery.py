@@ -33,7 +33,7 @@ ARGS = ["ingest", "spot", "klines", "--symbols", "ETHUSDT", "--interval", "1m",
 def _cli(archive: ArchiveServer, root: str, *extra: str) -> subprocess.Popen[bytes]:
     """Start `lakehouse ingest` in a child process."""
     env = env_for(archive, root)
-    env["LAKEHOUSE_COMMIT_BATCH_FILES"] = "3"
+    env["LAKEHOUSE_TUNING__COMMIT_BATCH_FILES"] = "3"
     env["LAKEHOUSE_DOWNLOAD_CONCURRENCY"] = "2"
     return subprocess.Popen(
         [sys.executable, "-m", "crypto_lakehouse", *ARGS, *extra],

@@ -199,8 +199,10 @@ def _scheduled_run(
         small=list(range(waiting)), held_bytes=waiting * 1024, workers=2,
         batches_running=busy, awaiting=downloading, cpu_load=_Load(load),
         parse_beside_downloads=False, download_seconds_left=lambda: seconds_left,
-        settings=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap,
-                                 memory_budget_mb=2048),
+        settings=SimpleNamespace(
+            tuning=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap),
+            memory_budget_mb=2048,
+        ),
     )  # fmt: skip
 
 

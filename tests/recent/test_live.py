@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from crypto_lakehouse.config import Settings
+from crypto_lakehouse.config import Settings, load_settings
 from crypto_lakehouse.recent.live import StreamRequest, plan_streams, run_stream
 from crypto_lakehouse.recent.live_sink import LiveSink
 from crypto_lakehouse.recent.results import StreamResult
@@ -86,7 +86,7 @@ def test_disconnects_leave_no_missing_and_no_duplicate_klines(tmp_path: Path) ->
     ws = WsServer(script=script, disconnect_after=[15, 20], skip_after_disconnect=4,
                   message_interval=0.002)  # fmt: skip
     with rest, ws:
-        settings = Settings(root=root, retry_backoff_seconds=0.01, **rest.settings_overrides())
+        settings = load_settings(root=root, retry_backoff_seconds=0.01, **rest.settings_overrides())
         request = StreamRequest("spot", SYMBOLS, ("kline_1m",), flush_seconds=0.2)
         result = asyncio.run(stream_until_sent(request, settings, ws, len(script) - 8))
     assert result.reconnects == 2 and not result.backfill_errors

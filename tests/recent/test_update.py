@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from crypto_lakehouse.datasets import get_dataset
-from crypto_lakehouse.recent.provisional import (
+from crypto_lakehouse.ingest.write.provisional import (
     LINEAGE,
     TableSpec,
     to_silver,

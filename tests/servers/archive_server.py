@@ -16,7 +16,7 @@ so that one slow request never holds up the others.
 
 `latency` makes every answer wait that long first, as a distant CDN's round trip does: the
 local stand-in answers in a fraction of a millisecond, which no real archive does, and code
-that overlaps work with the network (`LAKEHOUSE_OVERLAP_PARSE=auto`) needs that wait to be
+that overlaps work with the network (`LAKEHOUSE_TUNING__OVERLAP_PARSE=auto`) needs that wait to be
 measured against (`bench/ingest.py --latency-ms`).
 """
 

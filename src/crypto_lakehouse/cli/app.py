@@ -95,7 +95,7 @@ def ingest(
 def _print_supersessions(settings: Settings, table: str, since: datetime) -> None:
     """Show how many provisional rows this run's archive files superseded, if any."""
     from crypto_lakehouse.cli.live_render import supersession_table
-    from crypto_lakehouse.recent.supersede import supersession_summary
+    from crypto_lakehouse.ingest.write.supersede import supersession_summary
     from crypto_lakehouse.storage.root import LakeRoot
 
     summary = supersession_summary(LakeRoot.at(settings.root), table, since=since)

@@ -17,12 +17,8 @@ from crypto_lakehouse.cli.render import RichProgress, problems_table, stderr
 if TYPE_CHECKING:
     from datetime import date
 
-    from crypto_lakehouse.recent.results import (
-        DayFill,
-        StreamResult,
-        SupersessionSummary,
-        UpdateResult,
-    )
+    from crypto_lakehouse.ingest.results import SupersessionSummary
+    from crypto_lakehouse.recent.results import DayFill, StreamResult, UpdateResult
 
 REST_STATUS_TEXT: dict[str, str] = {
     "ok": "ok",

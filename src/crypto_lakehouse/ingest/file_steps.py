@@ -82,7 +82,8 @@ def task_for(
         revision=revision, zip_path="" if remote else str(local),
         staged_path=f"{run.stage_prefix}/{staged_name}" if remote
         else f"{run.workdir}/stage/{staged_name}",
-        chunk_bytes=run.settings.parse_batch_mb << 20, ingested_at=run.started, growing=growing,
+        chunk_bytes=run.settings.tuning.parse_batch_mb << 20, ingested_at=run.started,
+        growing=growing,
         bronze=(run.lake, bronze_path(plan.key, revision)) if remote else None,
         stage_lake=run.lake if remote else None,
     )  # fmt: skip

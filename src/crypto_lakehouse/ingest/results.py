@@ -76,3 +76,36 @@ class IngestResult:
         """Fold another result (e.g. another symbol) into this one."""
         self.files.extend(other.files)
         self.notes.extend(other.notes)
+
+
+SUPERSESSION_KINDS: tuple[str, ...] = (
+    "value_changed",
+    "value_added",
+    "value_removed",
+    "missing_in_archive",
+    "missing_in_provisional",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SupersessionSummary:
+    """How provisional rows compared with the archive rows that replaced them."""
+
+    table: str
+    superseded_rows: int = 0
+    differing_rows: int = 0
+    counts: tuple[tuple[str, int], ...] = ()
+
+    def count(self, kind: str) -> int:
+        """Return the number of report rows of one kind (see SUPERSESSION_KINDS)."""
+        return dict(self.counts).get(kind, 0)
+
+    @property
+    def differences(self) -> int:
+        """Return the number of report rows: differing values plus rows missing on a side."""
+        return sum(n for _, n in self.counts)
+
+    @property
+    def identical_rows(self) -> int:
+        """Return provisional rows the archive confirmed exactly."""
+        return max(0, self.superseded_rows - self.differing_rows - self.count("missing_in_archive"))

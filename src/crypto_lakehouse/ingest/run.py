@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
+from crypto_lakehouse.config import with_tuning
 from crypto_lakehouse.datasets import Dataset, get_dataset
 from crypto_lakehouse.exceptions import (
     ConfigurationError,
@@ -175,7 +176,7 @@ async def ingest(
     try:
         with frozen_heap():
             await _run(run, request, archive)
-        if settings.auto_compact and run.result.loaded:
+        if settings.tuning.auto_compact and run.result.loaded:
             await _compact(run)
         if request.refresh_quality:
             await _refresh_quality(run)
@@ -214,18 +215,18 @@ def _within_memory_budget(settings: Settings, request: IngestRequest) -> Setting
     if request.dask_address:
         return settings
     workers = worker_count(settings.workers)
-    plan = plan_memory(settings.memory_budget_mb, settings.parse_batch_mb, workers,
+    plan = plan_memory(settings.memory_budget_mb, settings.tuning.parse_batch_mb, workers,
                        processes=request.executor != "threads")  # fmt: skip
     if not plan.fits:
         log.warning("memory_budget_too_small", budget_mb=settings.memory_budget_mb,
                     expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
-    if (plan.parse_batch_mb, plan.workers) == (settings.parse_batch_mb, workers):
+    if (plan.parse_batch_mb, plan.workers) == (settings.tuning.parse_batch_mb, workers):
         return settings
     log.info("memory_budget_applied", budget_mb=settings.memory_budget_mb,
              parse_batch_mb=plan.parse_batch_mb, workers=plan.workers,
              expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
-    return settings.model_copy(
-        update={"parse_batch_mb": plan.parse_batch_mb, "workers": plan.workers}
+    return with_tuning(settings, parse_batch_mb=plan.parse_batch_mb).model_copy(
+        update={"workers": plan.workers}
     )
 
 
@@ -310,9 +311,9 @@ def _arm_flush_timer(run: IngestRun) -> None:
 
 async def _flush_later(run: IngestRun) -> None:
     """Parse and commit whatever waits once the interval has passed."""
-    await asyncio.sleep(run.settings.commit_interval_seconds)
+    await asyncio.sleep(run.settings.tuning.commit_interval_seconds)
     log.info("interval_commit", waiting_parse=len(run.small), waiting_commit=len(run.parsed))
-    start_batch(run, run.settings.parse_batch_files)
+    start_batch(run, run.settings.tuning.parse_batch_files)
     await drain_batches(run)
     await commit_pending(run, force=True)
 
@@ -335,7 +336,7 @@ async def _compact(run: IngestRun) -> None:
         run.lake,
         silver.SILVER,
         run.dataset.table,
-        max_small_files=run.settings.auto_compact_max_small_files,
+        max_small_files=run.settings.tuning.auto_compact_max_small_files,
     )
     for result in results:
         log.info("silver_compacted", table=run.dataset.table, result=str(result))
@@ -608,7 +609,7 @@ def _can_stream(run: IngestRun, plan: PlannedFile, previous: ManifestEntry | Non
     and only for a first revision: a later one's number depends on the checksum's outcome.
     """
     return (
-        run.settings.stream_parse
+        run.settings.tuning.stream_parse
         and run.stream_capable
         and run.dataset.tick
         and plan.listed is not None

@@ -20,8 +20,8 @@ from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
 from crypto_lakehouse.ingest.write import staged as silver
 from crypto_lakehouse.ingest.write import staging
 from crypto_lakehouse.ingest.write.bars import commit_bar_files, open_silver
+from crypto_lakehouse.ingest.write.supersede import report_batch_supersessions
 from crypto_lakehouse.ingest.write.ticks import DirectWrite, commit_tick_files
-from crypto_lakehouse.recent.supersede import report_batch_supersessions
 from crypto_lakehouse.storage import delta as tables
 from crypto_lakehouse.storage.bronze import ManifestEntry, Status, quarantine_path
 
@@ -205,8 +205,8 @@ def _batch_full(run: IngestRun) -> bool:
     """Tell whether the queued files are enough for a commit (by count or CSV bytes)."""
     csv_bytes = sum(parsed.csv_bytes for parsed, _, _, _ in run.parsed)
     return (
-        len(run.parsed) >= run.settings.commit_batch_files
-        or csv_bytes >= run.settings.commit_batch_mb << 20
+        len(run.parsed) >= run.settings.tuning.commit_batch_files
+        or csv_bytes >= run.settings.tuning.commit_batch_mb << 20
     )
 
 

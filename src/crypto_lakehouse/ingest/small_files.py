@@ -79,7 +79,7 @@ def _wait_for_downloads(run: IngestRun) -> bool:
     downloads and stop the overlap it started (at 5 ms a request it did, half way). Downloads
     about to end (`MIN_OVERLAP_SECONDS`) are waited for whatever the load.
     """
-    mode = run.settings.overlap_parse
+    mode = run.settings.tuning.overlap_parse
     if mode == "always" or run.held_bytes >= hold_limit_bytes(run):
         return False
     if mode == "never":
@@ -109,7 +109,7 @@ def schedule_batches(run: IngestRun) -> None:
     batches (38, 19, 9, 5, 2, 1, 1 files after 225), each paying a batch's fixed cost: in
     isolation, 300 files in that shape took 0.27 s, in six equal batches 0.21-0.25 s.
     """
-    limit = run.settings.parse_batch_files
+    limit = run.settings.tuning.parse_batch_files
     while run.small:
         waiting = len(run.small)
         downloading = run.awaiting > 0

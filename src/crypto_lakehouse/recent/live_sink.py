@@ -21,7 +21,7 @@ import polars as pl
 import structlog
 
 from crypto_lakehouse.datasets import LINEAGE_SCHEMA, TIMESTAMP, get_dataset
-from crypto_lakehouse.recent.provisional import TableSpec, to_silver, write_provisional
+from crypto_lakehouse.ingest.write.provisional import TableSpec, to_silver, write_provisional
 from crypto_lakehouse.recent.rest_days import rest_bronze_path, store_pages, write_pages
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import structlog
 
 from crypto_lakehouse.datasets import interval_micros
 from crypto_lakehouse.exceptions import ConfigurationError
-from crypto_lakehouse.recent.provisional import Span, TableSpec, to_silver, write_provisional
+from crypto_lakehouse.ingest.write.provisional import Span, TableSpec, to_silver, write_provisional
 from crypto_lakehouse.storage.partitions import day_runs, midnight, run_days
 
 if TYPE_CHECKING:

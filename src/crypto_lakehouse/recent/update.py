@@ -27,7 +27,8 @@ from crypto_lakehouse.exceptions import (
 from crypto_lakehouse.ingest.parse.file import period_bounds
 from crypto_lakehouse.ingest.progress import NullProgress
 from crypto_lakehouse.ingest.run import IngestRequest, ingest
-from crypto_lakehouse.recent.provisional import Span, TableSpec, read_span
+from crypto_lakehouse.ingest.write.provisional import Span, TableSpec, read_span
+from crypto_lakehouse.ingest.write.supersede import supersession_summary
 from crypto_lakehouse.recent.rest_days import (
     METRICS_HISTORY_DAYS,
     FetchedDay,
@@ -35,7 +36,6 @@ from crypto_lakehouse.recent.rest_days import (
     rest_unsupported_reason,
 )
 from crypto_lakehouse.recent.results import DayFill, UpdateResult
-from crypto_lakehouse.recent.supersede import supersession_summary
 from crypto_lakehouse.storage.bronze import Manifest
 from crypto_lakehouse.storage.partitions import midnight
 from crypto_lakehouse.storage.root import LakeRoot

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from crypto_lakehouse.config import Settings
+from crypto_lakehouse.config import Settings, load_settings
 from crypto_lakehouse.sources.binance.rest.client import BinanceRestClient
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def rest_settings(server: RestServer, **overrides: Any) -> Settings:
         "http_timeout_seconds": 10.0,
     }
     values.update(overrides)
-    return Settings(**values)
+    return load_settings(**values)
 
 
 @asynccontextmanager

@@ -150,7 +150,7 @@ def test_503_then_success_is_retried(
     assert got.sha256 == sha
     assert gets(archive, KEY) == [503, 503, 200]
     assert len(sleep.waits) == 3
-    assert all(0 < w <= settings.retry_max_wait_seconds for w in sleep.waits)
+    assert all(0 < w <= settings.tuning.retry_max_wait_seconds for w in sleep.waits)
 
 
 def test_persistent_5xx_gives_up_as_transient(
@@ -266,7 +266,7 @@ def test_unreachable_host_is_transient(
     archive.stop()
     settings = settings_for(str(tmp_path / "lake"), binance_archive_url=url, http_retries=1)
     refused = {"aiohttp": "ClientConnectorError", "curl": "curl error 7 .*Could not connect"}
-    with pytest.raises(TransientSourceError, match=refused[settings.http_client]):
+    with pytest.raises(TransientSourceError, match=refused[settings.tuning.http_client]):
         with_client(settings, lambda c: c.fetch_checksum(KEY), SleepRecorder())
 
 
@@ -286,7 +286,7 @@ def test_client_is_built_outside_a_loop_and_closes_its_session(settings: Setting
 
     session = asyncio.run(main())
     assert session.closed
-    if settings.http_client == "curl":  # the CHECKSUM went through libcurl's thread, now ended
+    if settings.tuning.http_client == "curl":  # the CHECKSUM went through libcurl, now ended
         assert client._curl is not None and client._curl._thread is not None
         assert not client._curl._thread.is_alive()
     else:

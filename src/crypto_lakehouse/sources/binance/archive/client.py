@@ -213,7 +213,7 @@ class ArchiveClient:
     def bulk_gets(self) -> BulkGets | None:
         """Return a new bulk of GETs on the libcurl transport; None when `http_client` is not
         curl (aiohttp has no bulk: its GETs are made one by one)."""
-        if self._settings.http_client != "curl":
+        if self._settings.tuning.http_client != "curl":
             return None
         return self._transport().bulk()
 
@@ -224,7 +224,7 @@ class ArchiveClient:
             _ShortBodyError: the body ended before its Content-Length.
             TransientSourceError: the request failed below HTTP (connect, reset, timeout).
         """
-        if self._settings.http_client == "curl":
+        if self._settings.tuning.http_client == "curl":
             try:
                 return await self._transport().get(url, self.proxy_for(url))
             except CurlTransportError as exc:
@@ -261,9 +261,10 @@ class ArchiveClient:
         """Return the wait before the next try: Retry-After if given, else backoff with jitter."""
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            return min(exc.retry_after, self._settings.retry_max_wait_seconds)
-        base = self._settings.retry_backoff_seconds * (2 ** (state.attempt_number - 1))
-        return float(min(self._settings.retry_max_wait_seconds, random.uniform(0, base) + base / 2))
+            return min(exc.retry_after, self._settings.tuning.retry_max_wait_seconds)
+        base = self._settings.tuning.retry_backoff_seconds * (2 ** (state.attempt_number - 1))
+        ceiling = self._settings.tuning.retry_max_wait_seconds
+        return float(min(ceiling, random.uniform(0, base) + base / 2))
 
     def _retrying(self) -> AsyncRetrying:
         """Return the retry policy: transient errors only, never 404s or integrity failures."""

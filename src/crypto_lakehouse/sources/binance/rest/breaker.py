@@ -73,8 +73,8 @@ class CircuitBreaker:
     def from_settings(cls, settings: Settings) -> CircuitBreaker:
         """Build a breaker from `breaker_failure_threshold` and `breaker_reset_seconds`."""
         return cls(
-            failure_threshold=settings.breaker_failure_threshold,
-            reset_seconds=settings.breaker_reset_seconds,
+            failure_threshold=settings.tuning.breaker_failure_threshold,
+            reset_seconds=settings.tuning.breaker_reset_seconds,
         )
 
     def _host(self, host: str) -> _Host:

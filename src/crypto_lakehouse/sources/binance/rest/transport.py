@@ -123,7 +123,7 @@ class RestTransport:
         }
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=settings.http_timeout_seconds)
-        override = settings.rest_weight_limit_per_minute
+        override = settings.tuning.rest_weight_limit_per_minute
         self._auto_limits = limiters is None and override == 0
         self._limiters: dict[Market, WeightLimiter] = dict(
             limiters
@@ -154,7 +154,7 @@ class RestTransport:
     def adopt_limit(self, market: Market, exchange_info: Mapping[str, Any]) -> None:
         """Use exchangeInfo's REQUEST_WEIGHT limit unless a limit is configured."""
         limit = weight_limit_from_exchange_info(exchange_info)
-        if limit and self._settings.rest_weight_limit_per_minute == 0:
+        if limit and self._settings.tuning.rest_weight_limit_per_minute == 0:
             self._limiters[market].set_limit(limit)
 
     async def request(
@@ -180,7 +180,8 @@ class RestTransport:
             retry=retry_if_exception_type(_RETRYABLE),
             stop=stop_after_attempt(self._settings.http_retries + 1),
             wait=_RetryAfterOrBackoff(
-                self._settings.retry_backoff_seconds, self._settings.retry_max_wait_seconds
+                self._settings.tuning.retry_backoff_seconds,
+                self._settings.tuning.retry_max_wait_seconds,
             ),
             sleep=self._sleep,
             before_sleep=_log_retry,
@@ -231,7 +232,7 @@ class RestTransport:
         retry_after = _retry_after_seconds(response.headers)
         code, detail = _error_detail(response.content)
         if status == 429:
-            self._limiters[market].pause(retry_after or self._settings.retry_backoff_seconds)
+            self._limiters[market].pause(retry_after or self._settings.tuning.retry_backoff_seconds)
             raise RateLimitedError(
                 f"Binance rate limit hit (HTTP 429, {detail}) at {url}",
                 url=url,

@@ -17,10 +17,10 @@ from crypto_lakehouse.cli import app
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.ingest.parse.file import ParsedFile, ParseTask, parse_to_stage
 from crypto_lakehouse.ingest.run import IngestRequest, ingest
+from crypto_lakehouse.ingest.write import supersede
+from crypto_lakehouse.ingest.write.provisional import TableSpec, to_silver, write_provisional
 from crypto_lakehouse.ingest.write.staged import commit_files
-from crypto_lakehouse.recent import supersede
-from crypto_lakehouse.recent.provisional import TableSpec, to_silver, write_provisional
-from crypto_lakehouse.recent.supersede import (
+from crypto_lakehouse.ingest.write.supersede import (
     report_batch_supersessions,
     report_supersessions,
     supersession_summary,

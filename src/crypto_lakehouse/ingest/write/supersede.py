@@ -25,9 +25,9 @@ import structlog
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
 from crypto_lakehouse.ingest.parse.file import period_bounds
+from crypto_lakehouse.ingest.results import SUPERSESSION_KINDS, SupersessionSummary
 from crypto_lakehouse.ingest.write import staging
-from crypto_lakehouse.recent.provisional import SILVER, Span, TableSpec, read_span, spans_of
-from crypto_lakehouse.recent.results import SUPERSESSION_KINDS, SupersessionSummary
+from crypto_lakehouse.ingest.write.provisional import SILVER, Span, TableSpec, read_span, spans_of
 from crypto_lakehouse.storage import delta as tables
 from crypto_lakehouse.storage.partitions import scan
 
