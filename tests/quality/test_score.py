@@ -9,6 +9,7 @@ import pytest
 
 from crypto_lakehouse.quality.checks.run import (
     CheckResults,
+    CheckScope,
     ListingRange,
     UpstreamFacts,
     run_checks,
@@ -39,7 +40,7 @@ def test_missing_day_scores_zero_and_says_why(real_klines: pl.DataFrame) -> None
     """A day missing upstream loses all completeness points plus one gap."""
     frame = real_klines.filter(pl.col("open_time").dt.date() != JAN_2)
     facts = UpstreamFacts(missing_upstream=frozenset({("BTCUSDT", JAN_2)}))
-    scored = score_checks(run_checks(frame, table="spot_klines", facts=facts))
+    scored = score_checks(run_checks(frame, table="spot_klines", scope=CheckScope(facts=facts)))
     assert scored.scores.get_column("score").to_list() == [100.0, 0.0, 100.0]
     why = scored.deductions.select("day", "check", "points").rows()
     assert why == [(JAN_2, "completeness", 100.0), (JAN_2, "gaps", 1.0)]
@@ -48,7 +49,9 @@ def test_missing_day_scores_zero_and_says_why(real_klines: pl.DataFrame) -> None
 def test_truncated_and_in_file_days_follow_the_formula() -> None:
     """740 missing minutes cost 100·740/1440 + 1; two missing minutes cost 100·2/1440 + 1."""
     day = read_spot_klines(JAN_1)
-    truncated = run_checks(day.head(700), table="spot_klines", days=(JAN_1, JAN_1))
+    truncated = run_checks(
+        day.head(700), table="spot_klines", scope=CheckScope(days=(JAN_1, JAN_1))
+    )
     assert day_score(truncated, JAN_1) == pytest.approx(round(100 - 100 * 740 / 1440 - 1, 2))
     holed = run_checks(day.filter(~pl.int_range(pl.len()).is_in([600, 601])), table="spot_klines")
     assert day_score(holed, JAN_1) == pytest.approx(round(100 - 100 * 2 / 1440 - 1, 2))
@@ -67,7 +70,7 @@ def test_listing_gaps_are_excused() -> None:
     """Minutes before listing neither count as missing nor as gaps."""
     day = read_spot_klines(JAN_1).slice(60)
     listing = {"BTCUSDT": ListingRange(first=datetime(2020, 1, 1, 1, tzinfo=UTC))}
-    results = run_checks(day, table="spot_klines", listings=listing)
+    results = run_checks(day, table="spot_klines", scope=CheckScope(listings=listing))
     assert results.gaps.get_column("cause").to_list() == ["before_listing"]
     assert day_score(results, JAN_1) == 100.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from crypto_lakehouse.quality.checks.run import (
     AnomalyConfig,
     CheckResults,
+    CheckScope,
     ListingRange,
     UpstreamFacts,
     check_coverage,
@@ -41,6 +42,7 @@ from crypto_lakehouse.quality.score import ScoreResult, ScoreWeights, score_chec
 __all__ = [
     "AnomalyConfig",
     "CheckResults",
+    "CheckScope",
     "ListingRange",
     "QualityRefresh",
     "ReconcileResult",

@@ -8,7 +8,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from crypto_lakehouse.quality.checks.run import CheckResults, UpstreamFacts, run_checks
+from crypto_lakehouse.quality.checks.run import (
+    CheckResults,
+    CheckScope,
+    UpstreamFacts,
+    run_checks,
+)
 from crypto_lakehouse.quality.report.render import render_report, score_colour, write_report
 from crypto_lakehouse.quality.score import ScoreResult, score_checks
 
@@ -37,7 +42,7 @@ def checked(real_klines: pl.DataFrame) -> tuple[CheckResults, ScoreResult]:
     results = CheckResults.concat(
         [
             run_checks(real_klines, table="spot_klines"),
-            run_checks(eth, table="spot_klines", facts=facts),
+            run_checks(eth, table="spot_klines", scope=CheckScope(facts=facts)),
         ]
     )
     return results, score_checks(results)

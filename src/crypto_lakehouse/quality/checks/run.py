@@ -58,6 +58,7 @@ __all__ = [
     "VIOLATIONS_SCHEMA",
     "AnomalyConfig",
     "CheckResults",
+    "CheckScope",
     "Coverage",
     "GapCause",
     "ListingRange",
@@ -113,17 +114,34 @@ class CheckResults:
         return cls(*frames)
 
 
+@dataclass(slots=True, frozen=True)
+class CheckScope:
+    """What the checks know beyond the rows, so gaps get causes and ids continue across days.
+
+    Every field is optional: an empty scope checks the rows alone.
+
+    Attributes:
+        days: Inclusive UTC day range for coverage (see `check_coverage`).
+        facts: Manifest facts for gap causes.
+        listings: Listing ranges per symbol for gap causes.
+        previous: `last_ids(...)` of the preceding day, for trade tables.
+        series: Series to cover even without rows (see `check_coverage`).
+    """
+
+    days: tuple[date, date] | None = None
+    facts: UpstreamFacts | None = None
+    listings: Mapping[str, ListingRange] | None = None
+    previous: pl.DataFrame | None = None
+    series: pl.DataFrame | None = None
+
+
 def run_checks(
     frame: pl.DataFrame,
     *,
     table: str,
-    days: tuple[date, date] | None = None,
-    facts: UpstreamFacts | None = None,
-    listings: Mapping[str, ListingRange] | None = None,
-    previous: pl.DataFrame | None = None,
+    scope: CheckScope | None = None,
     anomaly_config: AnomalyConfig | None = None,
     kind: TableKind | None = None,
-    series: pl.DataFrame | None = None,
 ) -> CheckResults:
     """Run the checks that apply to a silver table's rows.
 
@@ -134,33 +152,30 @@ def run_checks(
     Args:
         frame: Silver rows of one table, any symbols and days.
         table: The silver table name (`spot_klines`, `cm_agg_trades`...).
-        days: Inclusive UTC day range for coverage (see `check_coverage`).
-        facts: Manifest facts for gap causes.
-        listings: Listing ranges per symbol for gap causes.
-        previous: `last_ids(...)` of the preceding day, for trade tables.
+        scope: Day range, upstream facts, listings, previous ids and series; none by default.
         anomaly_config: Thresholds for anomalies.
         kind: Override the kind derived from `table`.
-        series: Series to cover even without rows (see `check_coverage`).
 
     Returns:
         `CheckResults` with the five frames.
     """
     kind = kind or table_kind(table)
+    scope = scope or CheckScope()
     gaps = GAPS_SCHEMA.to_frame()
     holes = HOLES_SCHEMA.to_frame()
     anomalies = ANOMALIES_SCHEMA.to_frame()
     if kind in ID_COLUMN:
-        completeness = id_completeness(frame, table=table, previous=previous, kind=kind)
-        holes = find_sequence_holes(frame, table=table, previous=previous, kind=kind)
+        completeness = id_completeness(frame, table=table, previous=scope.previous, kind=kind)
+        holes = find_sequence_holes(frame, table=table, previous=scope.previous, kind=kind)
     else:
         coverage = check_coverage(
             frame,
             table=table,
-            days=days,
-            facts=facts,
-            listings=listings,
+            days=scope.days,
+            facts=scope.facts,
+            listings=scope.listings,
             kind=kind,
-            series=series,
+            series=scope.series,
         )
         completeness, gaps = coverage.completeness, coverage.gaps
     if kind == "klines" and "volume" in frame.columns:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from crypto_lakehouse.quality.checks.facts import ListingRange, UpstreamFacts
-from crypto_lakehouse.quality.checks.run import CheckResults, run_checks
+from crypto_lakehouse.quality.checks.run import CheckResults, CheckScope, run_checks
 from crypto_lakehouse.quality.checks.sequences import last_ids
 from crypto_lakehouse.quality.checks.tables import ID_COLUMN, TIME_COLUMN, TableKind
 from crypto_lakehouse.quality.refresh.inputs import (
@@ -32,21 +33,39 @@ def _day(column: str) -> pl.Expr:
     return pl.col(column).dt.date()
 
 
+@dataclass(frozen=True, slots=True)
+class _TableChecks:
+    """What every symbol of one table is checked with: its dataset, kind, carry-over ids."""
+
+    dataset: Dataset
+    kind: TableKind
+    previous: pl.DataFrame
+    anomaly_config: AnomalyConfig | None
+
+    def before(self, first: date) -> pl.DataFrame | None:
+        """Return the last ids of the day before `first`, for trade tables that have them."""
+        if self.kind not in ID_COLUMN or self.previous.is_empty():
+            return None
+        time_column = TIME_COLUMN[self.kind]
+        prior = self.previous.filter(_day(time_column) == first - timedelta(days=1))
+        if prior.is_empty():
+            return None
+        return last_ids(prior, table=self.dataset.table, kind=self.kind)
+
+
 def _check_symbol(
     rows: pl.DataFrame,
+    checks: _TableChecks,
     *,
-    dataset: Dataset,
-    kind: TableKind,
     symbol: str,
     runs: list[tuple[date, date]],
     mdays: pl.DataFrame,
     listing: ListingRange | None,
-    previous: pl.DataFrame,
     series: pl.DataFrame,
-    anomaly_config: AnomalyConfig | None,
 ) -> list[CheckResults]:
     """Run the checks over each run of days of one symbol (and one kline interval)."""
-    table, time_column = dataset.table, TIME_COLUMN[kind]
+    kind = checks.kind
+    table, time_column = checks.dataset.table, TIME_COLUMN[kind]
     listings = {symbol: listing} if listing is not None else None
     facts = UpstreamFacts.from_frame(mdays)
     found: list[CheckResults] = []
@@ -54,20 +73,15 @@ def _check_symbol(
         part = rows.filter(_day(time_column).is_between(first, last))
         # A series without rows is checked only where the manifest says files belong.
         recorded = not mdays.filter(pl.col("day").is_between(first, last)).is_empty()
-        before = None
-        if kind in ID_COLUMN and not previous.is_empty():
-            prior = previous.filter(_day(time_column) == first - timedelta(days=1))
-            before = last_ids(prior, table=table, kind=kind) if not prior.is_empty() else None
-        result = run_checks(
-            part,
-            table=table,
+        scope = CheckScope(
             days=(first, last),
             facts=facts,
             listings=listings,
-            previous=before,
-            anomaly_config=anomaly_config,
-            kind=kind,
+            previous=checks.before(first),
             series=series if recorded else None,
+        )
+        result = run_checks(
+            part, table=table, scope=scope, anomaly_config=checks.anomaly_config, kind=kind
         )
         if kind in ID_COLUMN:
             seen = set(part.get_column(time_column).dt.date().unique().to_list())
@@ -138,6 +152,7 @@ def check_runs(
     if kind in ID_COLUMN:
         carry = ["symbol", ID_COLUMN[kind], "last_trade_id", TIME_COLUMN[kind]]
         previous = previous_ids(lake, dataset, runs, carry)
+    checks = _TableChecks(dataset, kind, previous, anomaly_config)
     parts: list[CheckResults] = []
     for symbol, spans in runs.items():
         mine = rows.filter(pl.col("symbol") == symbol)
@@ -154,14 +169,11 @@ def check_runs(
             )
             parts += _check_symbol(
                 part_rows,
-                dataset=dataset,
-                kind=kind,
+                checks,
                 symbol=symbol,
                 runs=spans,
                 mdays=part_days,
                 listing=listing,
-                previous=previous,
                 series=series,
-                anomaly_config=anomaly_config,
             )
     return CheckResults.concat(parts)
