@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
+import re
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -27,13 +27,25 @@ S3_CREDENTIALS = {
 }
 
 
+#: Seconds a test marked `slow` may take; every other test has the ini's `timeout` (120 s).
+SLOW_TIMEOUT_SECONDS = 600
+_MOTO_LISTENING = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add --run-integration for tests that reach the real internet."""
     parser.addoption("--run-integration", action="store_true", default=False)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip integration tests unless asked for."""
+    """Give `slow` tests a longer timeout; skip integration tests unless asked for.
+
+    A hang shows after the ini's 120 s; a test marked `slow` (a crash-recovery loop, a
+    spawned process pool) gets `SLOW_TIMEOUT_SECONDS` unless it names its own timeout.
+    """
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_SECONDS))
     if config.getoption("--run-integration"):
         return
     skip = pytest.mark.skip(reason="needs --run-integration (reaches the internet)")
@@ -42,33 +54,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _free_port() -> int:
-    """Return a free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _drain(stream: Iterator[str]) -> None:
+    """Read a child's output to its end, so that its pipe never fills and blocks it."""
+    for _ in stream:
+        pass
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """Start a moto S3 server over real HTTP for the whole session."""
-    port = _free_port()
+    """Start a moto S3 server over real HTTP for the whole session.
+
+    The server picks its own port and prints it once listening: the fixture reads that
+    line instead of polling the port (no race for a port chosen beforehand, no sleeps).
+    """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
+    assert proc.stdout is not None
+    endpoint = None
+    for line in proc.stdout:
+        found = _MOTO_LISTENING.search(line)
+        if found:
+            endpoint = found.group(1)
+            break
+    if endpoint is None:
         proc.kill()
-        raise RuntimeError("moto server did not start")
+        raise RuntimeError(f"moto server exited before listening (code {proc.wait()})")
+    threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)
