@@ -32,6 +32,7 @@ EXPECTED = {
 SYMBOLS = {"spot": "BTCUSDT", "um": "BTCUSDT", "cm": "BTCUSD_PERP", "option": "BTCBVOLUSDT"}
 
 
+@pytest.mark.req("R5.2")
 def test_registry_has_every_archive_dataset() -> None:
     """Every (market, data type) of the archive has an entry with a key and a time column."""
     found: dict[str, set[str]] = {}
@@ -66,6 +67,7 @@ def test_unknown_dataset_lists_the_known_ones() -> None:
 
 
 @pytest.mark.parametrize(("market", "data_type"), sorted(REGISTRY), ids=str)
+@pytest.mark.req("R5.2", "R1.1")
 def test_every_dataset_ingests_a_sample_file(
     market: str,
     data_type: str,

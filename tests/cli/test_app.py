@@ -7,6 +7,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.conftest import env_for
 from tests.servers.archive_files import publish
 
@@ -32,6 +34,7 @@ def lakehouse(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.req("R1.1", "R5.1", "R6.2")
 def test_ingest_then_sql_json_prints_count_and_first_instant(
     lake_root: str, archive: ArchiveServer
 ) -> None:
@@ -78,6 +81,7 @@ def test_ingest_with_a_bad_file_exits_nonzero_and_names_it(
     assert counted.stdout.splitlines() == ["n", "4320"]
 
 
+@pytest.mark.req("R7.2")
 def test_logs_are_json_on_stderr_and_errors_have_no_traceback(
     tmp_path: Path, archive: ArchiveServer
 ) -> None:
@@ -95,6 +99,7 @@ def test_logs_are_json_on_stderr_and_errors_have_no_traceback(
     assert "--interval" in wrong.stderr
 
 
+@pytest.mark.req("R7.1", "R1.1")
 def test_status_shows_tables_and_manifest(lake_root: str, archive: ArchiveServer) -> None:
     """`status` lists each table with rows and the manifest counts by status."""
     env = env_for(archive, lake_root)

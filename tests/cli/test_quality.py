@@ -40,6 +40,7 @@ def reported(
         yield env, out, report.stdout
 
 
+@pytest.mark.req("R5.3")
 def test_report_prints_scores_gaps_and_writes_both_files(
     reported: tuple[dict[str, str], Path, str],
 ) -> None:

@@ -36,6 +36,7 @@ def update_env(archive: ArchiveServer, rest: RestServer, root: str) -> dict[str,
     return env
 
 
+@pytest.mark.req("R5.1")
 def test_update_fills_gaps_and_prints_the_summary(
     tmp_path: Path, archive_root: Path, archive: ArchiveServer, rest: RestServer
 ) -> None:
@@ -54,6 +55,7 @@ def test_update_fills_gaps_and_prints_the_summary(
     assert counted.stdout.splitlines() == ["n", "2880"]
 
 
+@pytest.mark.req("R6.1")
 def test_a_ban_stops_update_with_a_clear_message_and_exit_2(
     tmp_path: Path, archive: ArchiveServer, rest: RestServer
 ) -> None:
@@ -66,6 +68,7 @@ def test_a_ban_stops_update_with_a_clear_message_and_exit_2(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.req("R3.1")
 def test_a_region_block_gives_an_archive_only_run_with_the_reason(
     tmp_path: Path, archive: ArchiveServer, rest: RestServer
 ) -> None:

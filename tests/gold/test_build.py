@@ -68,6 +68,7 @@ def versions(root: str) -> dict[str, int | None]:
     return {name: partitions.table_version(lake, "gold", name) for name in GOLD_TABLES}
 
 
+@pytest.mark.req("R1.1")
 def test_hourly_bars_equal_an_independent_computation(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
 ) -> None:
@@ -100,6 +101,7 @@ def test_unchanged_rebuild_writes_no_new_version(
     assert versions(root) == before
 
 
+@pytest.mark.req("R1.1")
 def test_changed_day_and_new_scores_rebuild_only_what_they_feed(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
 ) -> None:
@@ -160,6 +162,7 @@ def metrics_csv(day: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.req("R1.1", "R5.2")
 def test_perpetual_gets_funding_basis_and_open_interest(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
 ) -> None:

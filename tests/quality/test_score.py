@@ -36,6 +36,7 @@ def test_real_days_score_100(real_klines: pl.DataFrame) -> None:
     assert scored.deductions.is_empty()
 
 
+@pytest.mark.req("R5.3")
 def test_missing_day_scores_zero_and_says_why(real_klines: pl.DataFrame) -> None:
     """A day missing upstream loses all completeness points plus one gap."""
     frame = real_klines.filter(pl.col("open_time").dt.date() != JAN_2)
@@ -46,6 +47,7 @@ def test_missing_day_scores_zero_and_says_why(real_klines: pl.DataFrame) -> None
     assert why == [(JAN_2, "completeness", 100.0), (JAN_2, "gaps", 1.0)]
 
 
+@pytest.mark.req("R5.3")
 def test_truncated_and_in_file_days_follow_the_formula() -> None:
     """740 missing minutes cost 100·740/1440 + 1; two missing minutes cost 100·2/1440 + 1."""
     day = read_spot_klines(JAN_1)

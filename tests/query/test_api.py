@@ -36,6 +36,7 @@ def klines_root(tmp_path: Path, settings_for: Callable[..., Settings]) -> str:
     return root
 
 
+@pytest.mark.req("R2.2")
 def test_klines_returns_one_day_half_open_and_ordered(klines_root: str) -> None:
     """A one-day range gives the day's 1,440 bars, first at midnight, ordered, end excluded."""
     with Lake(klines_root) as lake:
@@ -97,6 +98,7 @@ def test_klines_as_arrow_and_pandas(klines_root: str) -> None:
             assert len(frame) == 1440
 
 
+@pytest.mark.req("R2.2")
 def test_sql_matches_klines_and_uses_utc(klines_root: str) -> None:
     """Lake.sql aggregates the same rows klines returns, with times rendered in UTC."""
     with Lake(klines_root) as lake:
@@ -111,6 +113,7 @@ def test_sql_matches_klines_and_uses_utc(klines_root: str) -> None:
     assert volume == pytest.approx(bars["volume"].sum())
 
 
+@pytest.mark.req("R1.3", "R3.3")
 def test_one_engine_sees_new_commits(tmp_path: Path, settings_for: Callable[..., Settings]) -> None:
     """The shared engine re-reads the snapshot after a new commit, and only then."""
     root = str(tmp_path / "lake")

@@ -71,6 +71,7 @@ async def stream_until_sent(
     return result
 
 
+@pytest.mark.req("R3.1", "R3.2", "R5.1")
 def test_disconnects_leave_no_missing_and_no_duplicate_klines(tmp_path: Path) -> None:
     """Two dropped connections lose 8 events; REST back-fills them; every kline is there once."""
     minutes = 30
@@ -103,6 +104,7 @@ def test_disconnects_leave_no_missing_and_no_duplicate_klines(tmp_path: Path) ->
     assert result.rows["spot_klines"] >= 2 * minutes - len(lost)
 
 
+@pytest.mark.req("R5.1", "R5.2")
 def test_every_stream_kind_lands_in_its_table(tmp_path: Path) -> None:
     """Klines, aggTrades, mark prices and liquidations land as provisional `ws` rows."""
     base = kline_event("BTCUSDT", T0)
@@ -133,6 +135,7 @@ def test_every_stream_kind_lands_in_its_table(tmp_path: Path) -> None:
     assert len(frames) == result.frames == len(script)
 
 
+@pytest.mark.req("R3.3")
 def test_a_redelivered_kline_replaces_its_earlier_copy(tmp_path: Path) -> None:
     """The same kline in two flushes stays one row, carrying the later values."""
     result = StreamResult("spot")
@@ -169,6 +172,7 @@ def test_stream_tokens_become_stream_names_and_bad_ones_are_refused() -> None:
         plan_streams("spot", ("BTCUSDT",), ("forceOrder",))
 
 
+@pytest.mark.req("R3.3", "R7.2")
 def test_sigterm_mid_batch_loses_nothing_already_received(tmp_path: Path) -> None:
     """SIGTERM while every frame sits in the unflushed batch: all reach bronze and silver."""
     closed = [(s, e) for s, e in kline_script(60) if e["k"]["x"]]

@@ -63,6 +63,7 @@ def run_update(settings: Settings, request: UpdateRequest = REQUEST) -> UpdateRe
     return asyncio.run(update(request, settings, now=NOW))
 
 
+@pytest.mark.req("R5.1", "R3.3")
 def test_update_fills_missing_day_and_days_after_archive_as_provisional(
     tmp_path: Path,
     lagging_archive: Path,
@@ -115,6 +116,7 @@ def test_second_update_keeps_complete_days_and_refreshes_the_open_one(
     assert totals.row(0) == (6120, 6120)
 
 
+@pytest.mark.req("R6.2")
 def test_update_on_s3_lands_the_same_rows(
     s3_root: str,
     lagging_archive: Path,
@@ -130,6 +132,7 @@ def test_update_on_s3_lands_the_same_rows(
     assert LakeRoot.at(s3_root).exists(result.days[0].bronze_key)
 
 
+@pytest.mark.req("R6.1", "R3.1")
 def test_ban_stops_the_run_with_a_clear_message(
     tmp_path: Path,
     lagging_archive: Path,
@@ -147,6 +150,7 @@ def test_ban_stops_the_run_with_a_clear_message(
     assert query(root, "SELECT count(*) AS n FROM silver.spot_klines").item() == 2880
 
 
+@pytest.mark.req("R3.1")
 def test_region_block_leaves_an_archive_only_result_that_says_so(
     tmp_path: Path,
     lagging_archive: Path,
@@ -166,6 +170,7 @@ def test_region_block_leaves_an_archive_only_result_that_says_so(
                  "FROM silver.spot_klines").row(0) == (0, 2880)  # fmt: skip
 
 
+@pytest.mark.req("R5.2")
 def test_funding_after_the_last_monthly_file_is_filled_from_rest(
     tmp_path: Path, settings_for: Callable[..., Settings]
 ) -> None:
@@ -184,6 +189,7 @@ def test_funding_after_the_last_monthly_file_is_filled_from_rest(
     assert counts.rows() == [("archive", 90), ("rest", 12)]
 
 
+@pytest.mark.req("R3.3")
 def test_rest_rows_never_replace_archive_rows(
     tmp_path: Path,
     lagging_archive: Path,

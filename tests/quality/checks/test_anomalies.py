@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime
 
 import polars as pl
+import pytest
 
 from crypto_lakehouse.quality.checks.anomalies import AnomalyConfig, detect_anomalies
 from tests.quality.conftest import make_klines
@@ -23,6 +24,7 @@ def random_walk(n: int, seed: int = 7) -> list[float]:
     return prices
 
 
+@pytest.mark.req("R5.3")
 def test_price_spike_is_a_high_severity_outlier() -> None:
     """A 50 % one-minute spike is a high-severity return outlier at that minute."""
     klines = make_klines(START, random_walk(1440))
@@ -36,6 +38,7 @@ def test_price_spike_is_a_high_severity_outlier() -> None:
     assert first["value"] > 50
 
 
+@pytest.mark.req("R5.3")
 def test_zero_volume_streak_and_flat_run() -> None:
     """Twelve flat zero-volume bars are one streak and one flat run, each with a severity."""
     prices = random_walk(100)

@@ -56,6 +56,7 @@ def test_manifest_from_frame_reads_statuses() -> None:
     assert facts.missing_upstream == {("A", JAN_2)}
 
 
+@pytest.mark.req("R5.3")
 def test_day_cut_after_row_700_is_truncated() -> None:
     """A real day keeping only its first 700 rows has a 740-minute truncated gap from 11:40."""
     day = read_spot_klines(date(2020, 1, 1)).head(700)

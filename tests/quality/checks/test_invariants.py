@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import polars as pl
+import pytest
 
 from crypto_lakehouse.quality.checks.invariants import check_invariants
 from tests.quality.conftest import read_spot_klines
@@ -26,6 +27,7 @@ def at(index: int, value: pl.Expr, column: str) -> pl.Expr:
     )
 
 
+@pytest.mark.req("R5.3")
 def test_each_broken_rule_is_reported_with_its_key() -> None:
     """Low above open, a bad close_time, taker > volume, a negative volume and a duplicate."""
     day = read_spot_klines(date(2020, 1, 1))

@@ -140,6 +140,7 @@ def test_agreeing_pair_has_no_mismatch() -> None:
     assert found.is_empty(), found
 
 
+@pytest.mark.req("R5.3", "R3.3")
 def test_altered_trade_is_reported_with_both_values() -> None:
     """Raising one trade's price shows the published and rebuilt high side by side."""
     rows = generated_trades()
@@ -180,6 +181,7 @@ def test_daily_vs_monthly_truncated_month(real_klines: pl.DataFrame) -> None:
     assert found.select("left_source", "right_source").unique().rows() == [("daily", "monthly")]
 
 
+@pytest.mark.req("R5.3", "R3.3")
 def test_archive_vs_rest_value_and_tolerance(real_klines: pl.DataFrame) -> None:
     """A REST close off by 0.01 is reported; a 1e-12 float wobble is within tolerance."""
     rest = real_klines.with_columns(

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
+import pytest
 
 from crypto_lakehouse.ingest.run import IngestRequest
 from crypto_lakehouse.quality.reconcile.lake import (
@@ -128,6 +129,7 @@ def test_one_altered_trade_is_reported_with_both_values(
     assert stored.item() == found.height
 
 
+@pytest.mark.req("R5.3", "R1.1")
 def test_daily_and_monthly_files_are_compared_from_bronze(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
 ) -> None:
@@ -157,6 +159,7 @@ def test_daily_and_monthly_files_are_compared_from_bronze(
     assert compared.get_column("compared_rows").sum() == 4320
 
 
+@pytest.mark.req("R5.3", "R3.3")
 def test_archive_rows_are_compared_with_rest_rows(
     tmp_path: Path, settings_for: Callable[..., Settings]
 ) -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
+import pytest
 
 from crypto_lakehouse.ingest.run import IngestRequest
 from crypto_lakehouse.quality.refresh.run import loaded_days, refresh_after_ingest, refresh_quality
@@ -57,6 +58,7 @@ def test_real_days_score_100_without_gaps(
     assert completeness.item() == 4320
 
 
+@pytest.mark.req("R5.3")
 def test_missing_middle_file_is_one_missing_upstream_gap(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
 ) -> None:
@@ -78,6 +80,7 @@ def test_missing_middle_file_is_one_missing_upstream_gap(
     assert gold(root, "SELECT count(*) FROM gold.gaps").item() == 1
 
 
+@pytest.mark.req("R5.3")
 def test_file_cut_after_row_700_is_truncated_from_11_40(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
 ) -> None:
