@@ -53,22 +53,22 @@ def kline_script(minutes: int) -> list[tuple[str, Any]]:
     return script
 
 
-async def stream_until_sent(
+async def stream_until_received(
     request: StreamRequest, settings: Settings, server: WsServer, total: int
 ) -> StreamResult:
-    """Run the pipeline until the server has sent `total` frames, then stop it."""
+    """Run the pipeline until it has received `total` frames, then stop it.
+
+    The run's own observer, called after each timed flush, sets the stop event: no timer
+    guesses when the frames have arrived, however slow the host.
+    """
     stop = asyncio.Event()
 
-    async def stop_when_done() -> None:
-        while server.sent < total:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.4)
-        stop.set()
+    def stop_when_received(result: StreamResult) -> None:
+        if result.frames >= total:
+            stop.set()
 
-    watcher = asyncio.create_task(stop_when_done())
-    result = await run_stream(request, settings, stop=stop, base_url=server.url, proxy=None)
-    await watcher
-    return result
+    return await run_stream(request, settings, stop=stop, base_url=server.url, proxy=None,
+                            observer=stop_when_received)  # fmt: skip
 
 
 @pytest.mark.req("R3.1", "R3.2", "R5.1")
@@ -89,7 +89,7 @@ def test_disconnects_leave_no_missing_and_no_duplicate_klines(tmp_path: Path) ->
     with rest, ws:
         settings = load_settings(root=root, retry_backoff_seconds=0.01, **rest.settings_overrides())
         request = StreamRequest("spot", SYMBOLS, ("kline_1m",), flush_seconds=0.2)
-        result = asyncio.run(stream_until_sent(request, settings, ws, len(script) - 8))
+        result = asyncio.run(stream_until_received(request, settings, ws, len(script) - 8))
     assert result.reconnects == 2 and not result.backfill_errors
     silver = query(root, "SELECT symbol, open_time, _source, _provisional, close "
                    "FROM silver.spot_klines")  # fmt: skip
@@ -122,7 +122,7 @@ def test_every_stream_kind_lands_in_its_table(tmp_path: Path) -> None:
     request = StreamRequest("um", ("BTCUSDT",), ("kline_1m", "aggTrade", "markPrice",
                                                  "forceOrder"), flush_seconds=0.2)  # fmt: skip
     with WsServer(script=script) as ws:
-        result = asyncio.run(stream_until_sent(request, settings, ws, len(script)))
+        result = asyncio.run(stream_until_received(request, settings, ws, len(script)))
     assert result.rows == {"um_klines": 1, "um_agg_trades": 5, "um_mark_price_stream": 1,
                            "um_liquidation_snapshot": 1}  # fmt: skip
     trades = query(root, "SELECT date, _source, _provisional FROM silver.um_agg_trades")
