@@ -28,6 +28,7 @@ from crypto_lakehouse.sources.binance.ws.client import (
     BinanceStreamClient,
     Reconnected,
     StreamBatch,
+    StreamOptions,
     agg_trade_stream,
     force_order_stream,
     kline_stream,
@@ -220,10 +221,11 @@ async def run_stream(
     lake = LakeRoot.at(settings.root)
     result = StreamResult(market=market)
     stop = stop or asyncio.Event()
+    options = StreamOptions(batch_max_messages=1000, proxy=proxy,
+                            batch_max_seconds=min(1.0, request.flush_seconds))  # fmt: skip
     client = BinanceStreamClient(
-        market, list(plan.names), settings=settings, base_url=base_url, proxy=proxy,
-        batch_max_seconds=min(1.0, request.flush_seconds), batch_max_messages=1000,
-    )  # fmt: skip
+        market, list(plan.names), settings=settings, base_url=base_url, options=options
+    )
     rest = rest_client
     if rest is None and (plan.klines or plan.agg_trades):
         from crypto_lakehouse.sources.binance.rest.client import BinanceRestClient

@@ -149,34 +149,45 @@ async def fetch_span(
     return await rest.fetch(market, data_type, symbol, start, end, interval=interval)
 
 
+@dataclass(frozen=True, slots=True)
+class RestFill:
+    """Where REST days go and how they are fetched: lake, client, table, interval, moments.
+
+    Attributes:
+        lake: The lake (the caller owns it).
+        rest: The REST client (the caller owns and closes it).
+        dataset: The table to fill; see `rest_unsupported_reason`.
+        interval: Kline interval for kline types.
+        now: Upper bound of every fetch.
+        ingested_at: `_ingested_at` of the rows.
+    """
+
+    lake: LakeRoot
+    rest: BinanceRestClient
+    dataset: Dataset
+    interval: str | None
+    now: datetime
+    ingested_at: datetime
+
+
 async def fill_days(
-    lake: LakeRoot,
-    rest: BinanceRestClient,
-    dataset: Dataset,
+    fill: RestFill,
     symbol: str,
     days: Sequence[date],
     *,
-    interval: str | None,
-    now: datetime,
-    ingested_at: datetime,
     on_day: Callable[[FetchedDay], None] | None = None,
 ) -> list[FetchedDay]:
     """Fetch whole UTC days from REST into bronze and provisional silver rows.
 
     Consecutive days are fetched in chunks (one REST range, one bronze object filed under the
     chunk's first day, one silver commit replacing only that chunk's provisional rows); a
-    chunk holds up to 31 days of bars but one day of trades, and ends at `now` at the latest.
-    A failing chunk raises after the earlier chunks were committed.
+    chunk holds up to 31 days of bars but one day of trades, and ends at `fill.now` at the
+    latest. A failing chunk raises after the earlier chunks were committed.
 
     Args:
-        lake: The lake (the caller owns it).
-        rest: The REST client (the caller owns and closes it).
-        dataset: The table to fill; see `rest_unsupported_reason`.
+        fill: The lake, client, table, interval, upper bound and ingest time.
         symbol: One symbol.
         days: The UTC days to fetch.
-        interval: Kline interval for kline types.
-        now: Upper bound of every fetch.
-        ingested_at: `_ingested_at` of the rows.
         on_day: Called for each day once its chunk is committed (for progress).
 
     Returns:
@@ -185,17 +196,13 @@ async def fill_days(
     Raises:
         SourceError: The subclass of the failing request (BannedError, RegionBlockedError, ...).
     """
-    spec = TableSpec.of(dataset)
-    size = days_per_chunk(dataset, interval)
+    spec = TableSpec.of(fill.dataset)
+    size = days_per_chunk(fill.dataset, fill.interval)
     done: list[FetchedDay] = []
     for run in day_runs(days):
-        all_days = [d for d in run_days(run) if midnight(d) < now]
+        all_days = [d for d in run_days(run) if midnight(d) < fill.now]
         for first in range(0, len(all_days), size):
-            chunk = all_days[first : first + size]
-            fetched = await _fill_chunk(
-                lake, rest, spec, dataset, symbol, chunk,
-                interval=interval, now=now, ingested_at=ingested_at,
-            )  # fmt: skip
+            fetched = await _fill_chunk(fill, spec, symbol, all_days[first : first + size])
             for item in fetched:
                 if on_day is not None:
                     on_day(item)
@@ -214,27 +221,21 @@ def days_per_chunk(dataset: Dataset, interval: str | None) -> int:
 
 
 async def _fill_chunk(
-    lake: LakeRoot,
-    rest: BinanceRestClient,
-    spec: TableSpec,
-    dataset: Dataset,
-    symbol: str,
-    chunk: Sequence[date],
-    *,
-    interval: str | None,
-    now: datetime,
-    ingested_at: datetime,
+    fill: RestFill, spec: TableSpec, symbol: str, chunk: Sequence[date]
 ) -> list[FetchedDay]:
     """Fetch, store and commit one chunk of consecutive days; return one entry per day."""
+    dataset, interval = fill.dataset, fill.interval
     start = midnight(chunk[0])
-    end = min(midnight(chunk[-1]) + timedelta(days=1), now)
-    result = await fetch_span(rest, dataset, symbol, start, end, interval)
-    moment = result.pages[0].fetched_at if result.pages else now
+    end = min(midnight(chunk[-1]) + timedelta(days=1), fill.now)
+    result = await fetch_span(fill.rest, dataset, symbol, start, end, interval)
+    moment = result.pages[0].fetched_at if result.pages else fill.now
     path = rest_bronze_path(dataset.market, dataset.data_type, symbol, chunk[0], moment, interval)
-    await asyncio.to_thread(store_pages, lake, path, result.pages)
-    rows = to_silver(spec, result.frame, source="rest", bronze_key=path, ingested_at=ingested_at)
+    await asyncio.to_thread(store_pages, fill.lake, path, result.pages)
+    rows = to_silver(
+        spec, result.frame, source="rest", bronze_key=path, ingested_at=fill.ingested_at
+    )
     written = await asyncio.to_thread(
-        write_provisional, lake, spec, rows, spans=[Span(symbol, interval, start, end)]
+        write_provisional, fill.lake, spec, rows, spans=[Span(symbol, interval, start, end)]
     )
     counts = rows.group_by(pl.col(spec.time_column).dt.date().alias("day")).len()
     per_day = dict(counts.iter_rows())

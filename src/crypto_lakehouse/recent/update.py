@@ -32,6 +32,7 @@ from crypto_lakehouse.ingest.write.supersede import supersession_summary
 from crypto_lakehouse.recent.rest_days import (
     METRICS_HISTORY_DAYS,
     FetchedDay,
+    RestFill,
     fill_days,
     rest_unsupported_reason,
 )
@@ -107,12 +108,11 @@ class Gap:
 
 @dataclass(slots=True)
 class _RestRun:
-    """Mutable state of the REST part."""
+    """Mutable state of the REST part (its client is passed beside it: who made it closes it)."""
 
     lake: LakeRoot
     dataset: Dataset
     request: UpdateRequest
-    rest: BinanceRestClient
     now: datetime
     progress: UpdateProgress
     result: UpdateResult
@@ -237,7 +237,8 @@ async def update(
             symbol, start=request.start, end=end, now=now,
         )
     ]  # fmt: skip
-    await _rest_part(lake, dataset, request, settings, gaps, result, sink, rest_client, now=now)
+    run = _RestRun(lake, dataset, request, now, sink, result)
+    await _rest_part(run, gaps, settings, rest_client)
     result.supersessions = supersession_summary(lake, dataset.table, since=started)
     log.info("update_done", table=dataset.table, archive_loaded=result.archive_loaded,
              rest_days=len(result.filled), missing=len(result.still_missing),
@@ -246,21 +247,16 @@ async def update(
 
 
 async def _rest_part(
-    lake: LakeRoot,
-    dataset: Dataset,
-    request: UpdateRequest,
-    settings: Settings,
-    gaps: list[Gap],
-    result: UpdateResult,
-    sink: UpdateProgress,
-    rest_client: BinanceRestClient | None,
-    *,
-    now: datetime,
+    run: _RestRun, gaps: list[Gap], settings: Settings, rest_client: BinanceRestClient | None
 ) -> None:
-    """Fill the gaps from REST and record the outcome of every gap on the result."""
+    """Fill the gaps from REST and record the outcome of every gap on the result.
+
+    A client is made from `settings` when none is given, and closed here after use.
+    """
     if not gaps:
         return
-    unsupported = rest_unsupported_reason(dataset)
+    result = run.result
+    unsupported = rest_unsupported_reason(run.dataset)
     if unsupported is not None:
         result.rest_status, result.rest_message = "unsupported", unsupported
         result.days = [DayFill(g.symbol, g.day, g.reason, "unsupported", reason=unsupported)
@@ -269,10 +265,9 @@ async def _rest_part(
     from crypto_lakehouse.sources.binance.rest.client import BinanceRestClient
 
     rest = rest_client or BinanceRestClient(settings)
-    run = _RestRun(lake, dataset, request, rest, now, sink, result)
     result.rest_status = "ok"
     try:
-        await _fill(run, gaps)
+        await _fill(run, rest, gaps)
     finally:
         result.days.sort(key=lambda d: (d.symbol, d.day))
         result.breakers = rest.breaker.snapshot()
@@ -280,15 +275,16 @@ async def _rest_part(
             await rest.aclose()
 
 
-async def _fill(run: _RestRun, gaps: list[Gap]) -> None:
+async def _fill(run: _RestRun, rest: BinanceRestClient, gaps: list[Gap]) -> None:
     """Fetch symbol by symbol; stop on a ban or a region block, go on after other errors."""
     todo = _drop_complete(run, gaps)
     run.progress.rest_plan(len(todo))
+    fill = RestFill(run.lake, rest, run.dataset, run.request.interval, run.now, run.now)
     symbols = [s for s in run.request.symbols if any(g.symbol == s for g in todo)]
     for index, symbol in enumerate(symbols):
         mine = [g for g in todo if g.symbol == symbol]
         before = len(run.fetched)
-        failure = await _fill_symbol(run, symbol, mine)
+        failure = await _fill_symbol(run, fill, symbol, mine)
         fetched = run.fetched[before:]
         _record_fetched(run, mine, fetched)
         if failure is None:
@@ -306,15 +302,11 @@ async def _fill(run: _RestRun, gaps: list[Gap]) -> None:
 
 
 async def _fill_symbol(
-    run: _RestRun, symbol: str, gaps: list[Gap]
+    run: _RestRun, fill: RestFill, symbol: str, gaps: list[Gap]
 ) -> tuple[DayOutcome, str, bool] | None:
     """Fill one symbol's gaps; return (outcome, reason, stop?) for the days left, if any."""
     try:
-        await fill_days(
-            run.lake, run.rest, run.dataset, symbol, [g.day for g in gaps],
-            interval=run.request.interval, now=run.now, ingested_at=run.now,
-            on_day=lambda item: _on_day(run, item),
-        )  # fmt: skip
+        await fill_days(fill, symbol, [g.day for g in gaps], on_day=lambda item: _on_day(run, item))
     except BannedError as exc:
         run.result.rest_status, run.result.rest_message = "banned", str(exc)
         log.error("update_banned", table=run.dataset.table, error=str(exc))
