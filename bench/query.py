@@ -151,10 +151,10 @@ def _time(call: Callable[[], object], runs: int) -> tuple[float, list[float], ob
 
 def measure_api(root: Path, symbols: list[str], days: int, runs: int) -> dict[str, Any]:
     """Time the queries through one `crypto_lakehouse.Lake` (a warm, shared engine)."""
-    from crypto_lakehouse import LakeRoot
+    from crypto_lakehouse import Lake
 
     rng = random.Random(42)
-    lake = LakeRoot(str(root))
+    lake = Lake(root)
     out: dict[str, Any] = {}
     year_end = (FIRST_DAY + timedelta(days=days)).isoformat()
 

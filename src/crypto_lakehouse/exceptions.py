@@ -15,7 +15,8 @@
     │   └── NotAZipError                          e.g. an HTML page served with 200
     ├── FormatError                   (terminal)  a CSV that does not match its dataset
     └── StorageError                              the lake could not be read or written
-        └── CommitConflictError       (transient) a Delta commit lost a race; retry
+        ├── CommitConflictError       (transient) a Delta commit lost a race; retry
+        └── LakeFormatError           (terminal)  the lake's format is newer, or needs migrating
 
 `Transient` errors are retried by the caller; `Terminal` ones quarantine the item and the run
 goes on with the rest. The manifest status of a failed file is decided by the class alone.
@@ -135,3 +136,12 @@ class StorageError(LakehouseError):
 
 class CommitConflictError(StorageError, TransientError):
     """A Delta commit conflicted with a concurrent writer after all retries."""
+
+
+class LakeFormatError(StorageError, TerminalError):
+    """The lake's recorded format is not this version's: upgrade the package, or migrate."""
+
+    def __init__(self, message: str, *, found: int | None = None, supported: int = 0) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported

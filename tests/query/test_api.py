@@ -167,18 +167,42 @@ def test_missing_table_and_bad_names_raise_clear_errors(klines_root: str) -> Non
             lake.klines("option", "BTCUSDT", "1m")
 
 
-def test_root_comes_from_argument_settings_or_environment(
+def test_constructor_reads_no_settings_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An explicit root wins over settings, which win over LAKEHOUSE_ROOT."""
+    """`Lake(root)` opens the given root even when LAKEHOUSE_ROOT names another one."""
+    monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path / "env"))
+    lake = Lake(tmp_path / "arg")
+    assert lake.uri == str(tmp_path / "arg")
+    assert repr(lake) == f"Lake({str(tmp_path / 'arg')!r})"
+    with pytest.raises(TypeError):
+        Lake()  # type: ignore[call-arg]
+
+
+def test_from_env_reads_the_root_from_the_argument_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Lake.from_env()` takes LAKEHOUSE_ROOT, an explicit root wins, settings work too."""
     from crypto_lakehouse.config import Settings
 
     monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path / "env"))
-    assert Lake().uri == str(tmp_path / "env")
+    assert Lake.from_env().uri == str(tmp_path / "env")
+    assert Lake.from_env(tmp_path / "arg").uri == str(tmp_path / "arg")
     settings = Settings(root=str(tmp_path / "settings"))
-    assert Lake(settings=settings).uri == str(tmp_path / "settings")
-    assert Lake(str(tmp_path / "arg"), settings=settings).uri == str(tmp_path / "arg")
-    assert repr(Lake(str(tmp_path / "arg"))) == f"Lake({str(tmp_path / 'arg')!r})"
+    assert Lake.from_settings(settings).uri == str(tmp_path / "settings")
+
+
+def test_storage_options_override_those_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Explicit S3 options win over the AWS_* variables, which still fill the others."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    lake = Lake("s3://bucket/prefix", storage_options={"AWS_ACCESS_KEY_ID": "given"})
+    assert lake.uri == "s3://bucket/prefix"
+    options = lake.storage_options
+    assert options["AWS_ACCESS_KEY_ID"] == "given"
+    assert options["AWS_REGION"] == "eu-west-1"
 
 
 def test_helpers_parse_names_and_bounds() -> None:

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from crypto_lakehouse.cli import render
-from crypto_lakehouse.cli.common import RootOption, fail, parse_symbols, settings_for, state
+from crypto_lakehouse.cli.common import (
+    RootOption,
+    fail,
+    lake_for,
+    parse_symbols,
+    settings_for,
+    state,
+)
 from crypto_lakehouse.cli.quality import gold_app, quality_app
 from crypto_lakehouse.config import Settings
 from crypto_lakehouse.exceptions import LakehouseError
@@ -38,7 +45,7 @@ def _main(
 
 
 @app.command()
-def ingest(
+def ingest(  # noqa: PLR0913 - typer maps each parameter to one flag of the command
     market: Annotated[str, typer.Argument(help="spot | um | cm | option")],
     data_type: Annotated[str, typer.Argument(help="klines, aggTrades, trades, fundingRate, ...")],
     symbols: Annotated[str | None, typer.Option(help="Comma-separated; default: all")] = None,
@@ -66,6 +73,7 @@ def ingest(
 
     try:
         settings = settings_for(root, workers=workers, download_concurrency=download_concurrency)
+        lake_for(settings, write=True)
         request = IngestRequest(
             market=market,
             data_type=data_type,
@@ -79,7 +87,9 @@ def ingest(
         )
         started = datetime.now(UTC)
         with render.RichProgress() as progress:
-            result = asyncio.run(run_ingest(request, settings, progress=progress))
+            result = asyncio.run(
+                run_ingest(request, settings, progress=progress, process_tuning=True)
+            )
     except (LakehouseError, KeyError, ValueError) as exc:
         raise fail(exc) from None
     render.stdout.print(render.ingest_summary(result))
@@ -111,10 +121,9 @@ def sql(
 ) -> None:
     """Run SQL over the lake; tables are `silver.<table>` and `gold.<table>`."""
     from crypto_lakehouse.query.engine import QueryEngine
-    from crypto_lakehouse.storage.root import LakeRoot
 
     try:
-        engine = QueryEngine(LakeRoot.at(settings_for(root).root))
+        engine = QueryEngine(lake_for(settings_for(root), write=False))
         frame = engine.sql(query)
     except LakehouseError as exc:
         raise fail(exc) from None
@@ -133,10 +142,9 @@ def status(root: RootOption = None) -> None:
 
     from crypto_lakehouse.query.engine import QueryEngine
     from crypto_lakehouse.query.status import manifest_summary, table_status
-    from crypto_lakehouse.storage.root import LakeRoot
 
     try:
-        lake = LakeRoot.at(settings_for(root).root)
+        lake = lake_for(settings_for(root), write=False)
         engine = QueryEngine(lake)
         stats = table_status(lake, engine)
         counts, bad = manifest_summary(lake)
@@ -196,10 +204,9 @@ def optimize(
         row_group_rows_for,
         time_columns,
     )
-    from crypto_lakehouse.storage.root import LakeRoot
 
     try:
-        lake = LakeRoot.at(settings_for(root).root)
+        lake = lake_for(settings_for(root), write=True)
         names = [split_name(table)] if table else QueryEngine(lake).tables()
         results = [
             optimize_table(
@@ -265,6 +272,7 @@ def update(
             end=None if end.lower() == "now" else date.fromisoformat(end),
         )
         settings = settings_for(root)
+        lake_for(settings, write=True)
         with live_render.UpdateProgressBars() as progress:
             result = asyncio.run(run_update(request, settings, progress=progress))
     except (LakehouseError, KeyError, ValueError) as exc:
@@ -302,6 +310,7 @@ def stream(
             duration=duration,
         )
         settings = settings_for(root)
+        lake_for(settings, write=True)
         with live_render.StreamStatus() as status_line:
             result = asyncio.run(
                 run_stream(request, settings, handle_signals=True, observer=status_line.update)
@@ -309,6 +318,28 @@ def stream(
     except (LakehouseError, KeyError, ValueError) as exc:
         raise fail(exc) from None
     render.stdout.print(live_render.stream_summary(result))
+
+
+@app.command()
+def migrate(root: RootOption = None) -> None:
+    """Upgrade the lake to this version's format (a lake written by a newer one is refused)."""
+    from crypto_lakehouse.storage.format_version import migrate as run_migrate
+
+    try:
+        lake = lake_for(settings_for(root), write=False)
+        result = run_migrate(lake)
+    except LakehouseError as exc:
+        raise fail(exc) from None
+    if not result.changed:
+        render.stdout.print(
+            f"lake {lake.uri}: format {result.after}, already current", soft_wrap=True
+        )
+        return
+    for step in result.steps:
+        render.stdout.print(f"ran {step}", soft_wrap=True)
+    render.stdout.print(
+        f"lake {lake.uri}: format {result.before} -> {result.after}", soft_wrap=True
+    )
 
 
 app.add_typer(quality_app, name="quality")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from crypto_lakehouse.cli import render
-from crypto_lakehouse.cli.common import RootOption, fail, parse_symbols, settings_for
+from crypto_lakehouse.cli.common import RootOption, fail, lake_for, parse_symbols, settings_for
 from crypto_lakehouse.exceptions import LakehouseError
 
 quality_app = typer.Typer(
@@ -40,10 +40,9 @@ def quality_report(
     from crypto_lakehouse.cli import quality_render as qrender
     from crypto_lakehouse.quality.report.data import checked_tables, ensure_quality, load_view
     from crypto_lakehouse.quality.report.render import write_report
-    from crypto_lakehouse.storage.root import LakeRoot
 
     try:
-        lake = LakeRoot.at(settings_for(root).root)
+        lake = lake_for(settings_for(root), write=True)
         names = checked_tables(lake, table)
         picked = list(parse_symbols(symbols)) or None
         first, last = _day(start), _day(end)
@@ -83,10 +82,9 @@ def quality_reconcile(
     from crypto_lakehouse.cli import quality_render as qrender
     from crypto_lakehouse.quality.reconcile.lake import reconcile_tables
     from crypto_lakehouse.storage import delta as delta_tables
-    from crypto_lakehouse.storage.root import LakeRoot
 
     try:
-        lake = LakeRoot.at(settings_for(root).root)
+        lake = lake_for(settings_for(root), write=True)
         trades: str | None = agg_table or table.removesuffix("klines") + "agg_trades"
         if agg_table == "none" or not delta_tables.table_exists(lake, "silver", str(trades)):
             trades = None
@@ -117,10 +115,9 @@ def gold_build(
     """Rebuild gold bars, summaries, funding, basis and OI where the silver input changed."""
     from crypto_lakehouse.cli import quality_render as qrender
     from crypto_lakehouse.gold.build import build_gold
-    from crypto_lakehouse.storage.root import LakeRoot
 
     try:
-        lake = LakeRoot.at(settings_for(root).root)
+        lake = lake_for(settings_for(root), write=True)
         names = [table] if table else [n for n in lake.list_dirs("silver") if n.endswith("_klines")
                                        and n.split("_", 1)[0] in ("spot", "um", "cm")]  # fmt: skip
         intervals = tuple(i.strip() for i in interval.split(",") if i.strip())

@@ -7,6 +7,7 @@ queries pay neither the log replay nor the view registration again.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -14,14 +15,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from crypto_lakehouse.config import Settings, load_settings
+from crypto_lakehouse.config import load_settings
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.exceptions import ConfigurationError
 from crypto_lakehouse.query.engine import LAYERS, QueryEngine
+from crypto_lakehouse.storage.format_version import check_format
 from crypto_lakehouse.storage.root import LakeRoot
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import TracebackType
+
+    from crypto_lakehouse.config import Settings
 
 OutputKind = Literal["polars", "pandas", "arrow"]
 TimeBound = date | datetime | str | None
@@ -58,16 +63,49 @@ class Lake:
         >>> bars = lake.klines("um", "BTCUSDT", "1m", "2024-01-01", "2024-01-02")
         >>> lake.sql("SELECT symbol, count(*) FROM silver.um_klines GROUP BY 1")
 
+    The constructor reads no settings: the root is given, and an S3 root takes its
+    credentials from `storage_options` over the standard `AWS_*` variables. `Lake.from_env()`
+    is the one place the Python API reads `LAKEHOUSE_*`.
+
     The `Lake` owns one DuckDB connection; `close()` it (or use `with Lake(...) as lake:`)
-    when done. It is safe to share between threads: queries run one at a time.
+    when done. It is safe to share between threads: queries run one at a time. The lake's
+    format is checked on the first query: a lake written by a newer version is refused.
     """
 
-    def __init__(self, root: str | None = None, settings: Settings | None = None) -> None:
-        """Open the lake at `root`, else at `settings.root`, else at `LAKEHOUSE_ROOT`/./lake."""
-        base = settings if settings is not None else load_settings()
-        self._settings = base if root is None else base.model_copy(update={"root": root})
-        self._root = LakeRoot.at(self._settings.root)
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        storage_options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Open the lake at a path or `s3://bucket/prefix` (nothing is read until a query).
+
+        Args:
+            root: A local path (relative to the working directory) or `s3://bucket/prefix`.
+            storage_options: delta-rs/S3 options (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+                ...) over those taken from the `AWS_*` environment variables.
+
+        Raises:
+            ConfigurationError: the root is neither a path nor an S3 URI with a bucket.
+        """
+        found = LakeRoot.at(os.fspath(root))
+        options = {**found.storage_options, **(storage_options or {})}
+        self._root = LakeRoot(found.uri, options)
         self._engine: QueryEngine | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        """Open the lake at `settings.root` (settings the caller has already read)."""
+        return cls(settings.root)
+
+    @classmethod
+    def from_env(cls, root: str | os.PathLike[str] | None = None) -> Lake:
+        """Open the lake at `root`, else at `LAKEHOUSE_ROOT`, else at `./lake`.
+
+        This is the one place the Python API reads the `LAKEHOUSE_*` environment; the
+        constructor never does.
+        """
+        return cls.from_settings(load_settings(root=None if root is None else os.fspath(root)))
 
     def __repr__(self) -> str:
         return f"Lake({self._root.uri!r})"
@@ -89,9 +127,15 @@ class Lake:
         return self._root.uri
 
     @property
+    def storage_options(self) -> dict[str, str]:
+        """Return a copy of the S3 options the lake reads with (empty on local disk)."""
+        return dict(self._root.storage_options)
+
+    @property
     def engine(self) -> QueryEngine:
         """Return the shared query engine, starting it on first use."""
         if self._engine is None:
+            check_format(self._root, write=False)
             self._engine = QueryEngine(self._root)
         return self._engine
 
