@@ -34,6 +34,7 @@ from crypto_lakehouse.sources.binance.ws.client import (
     kline_stream,
     mark_price_stream,
 )
+from crypto_lakehouse.storage.format_version import check_format
 from crypto_lakehouse.storage.root import LakeRoot
 
 if TYPE_CHECKING:
@@ -214,11 +215,13 @@ async def run_stream(
 
     Raises:
         ConfigurationError: The request is invalid.
+        LakeFormatError: The lake's format is newer, or it needs `lakehouse migrate`.
         StorageError: The final flush failed (the frames are still in bronze if that worked).
     """
     plan = plan_streams(request.market, request.symbols, request.streams)
     market = cast("Market", request.market)
     lake = LakeRoot.at(settings.root)
+    await asyncio.to_thread(check_format, lake, write=True)
     result = StreamResult(market=market)
     stop = stop or asyncio.Event()
     options = StreamOptions(batch_max_messages=1000, proxy=proxy,

@@ -9,6 +9,7 @@ by the client's limiter.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -38,6 +39,7 @@ from crypto_lakehouse.recent.rest_days import (
 )
 from crypto_lakehouse.recent.results import DayFill, UpdateResult
 from crypto_lakehouse.storage.bronze import Manifest
+from crypto_lakehouse.storage.format_version import check_format
 from crypto_lakehouse.storage.partitions import midnight
 from crypto_lakehouse.storage.root import LakeRoot
 
@@ -208,6 +210,7 @@ async def update(
 
     Raises:
         ConfigurationError: The request cannot be served.
+        LakeFormatError: The lake's format is newer, or it needs `lakehouse migrate`.
         StorageError: The lake could not be written.
     """
     dataset = get_dataset(request.market, request.data_type)
@@ -216,6 +219,7 @@ async def update(
     end = request.end or now.date()
     sink: UpdateProgress = progress or NullUpdateProgress()
     lake = LakeRoot.at(settings.root)
+    await asyncio.to_thread(check_format, lake, write=True)
     started = datetime.now(UTC)
     result = UpdateResult(table=dataset.table)
     archive_request = IngestRequest(
