@@ -205,6 +205,31 @@ def test_storage_options_override_those_of_the_environment(
     assert options["AWS_REGION"] == "eu-west-1"
 
 
+def test_a_lake_of_a_newer_format_is_refused_on_the_first_query(tmp_path: Path) -> None:
+    """Opening reads nothing; the first query raises LakeFormatError and writes nothing."""
+    from crypto_lakehouse.exceptions import LakeFormatError
+    from crypto_lakehouse.storage.format_version import FORMAT_VERSION, read_format, stamp
+    from crypto_lakehouse.storage.root import LakeRoot
+
+    root = LakeRoot.at(str(tmp_path / "lake"))
+    stamp(root, FORMAT_VERSION + 1)
+    with Lake(tmp_path / "lake") as lake:
+        with pytest.raises(LakeFormatError, match="upgrade crypto-lakehouse"):
+            lake.sql("SELECT 1")
+        with pytest.raises(LakeFormatError):
+            lake.tables()
+    assert read_format(root).format_version == FORMAT_VERSION + 1
+
+
+def test_an_unversioned_lake_is_read_and_left_unstamped(tmp_path: Path) -> None:
+    """A lake written before versioning answers queries and gets no format file from reads."""
+    (tmp_path / "lake" / "silver").mkdir(parents=True)
+    with Lake(tmp_path / "lake") as lake:
+        assert lake.sql("SELECT 7 AS n").to_dicts() == [{"n": 7}]
+        assert lake.tables() == []
+    assert not (tmp_path / "lake" / "_lakehouse").exists()
+
+
 def test_helpers_parse_names_and_bounds() -> None:
     """split_name defaults to silver; to_utc turns dates and strings into UTC instants."""
     assert split_name("spot_klines") == ("silver", "spot_klines")
