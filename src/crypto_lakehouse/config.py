@@ -20,11 +20,6 @@ class Tuning(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    http_client: Literal["curl", "aiohttp"] = Field(
-        default="curl",
-        description="Client for small archive GETs (zips, CHECKSUMs, listings): curl = "
-        "libcurl in a thread beside the event loop (less CPU per GET); aiohttp = on the loop",
-    )
     retry_backoff_seconds: float = Field(default=0.5, ge=0, description="First back-off wait")
     retry_max_wait_seconds: float = Field(default=60.0, ge=0, description="Longest back-off wait")
     # 16 MB, not more: larger chunks are mmap-ed and unmapped by malloc on every chunk, and

@@ -6,6 +6,7 @@
     │   ├── TransientSourceError      (transient) 5xx, 429, timeouts, resets: retry
     │   │   └── RateLimitedError      (transient) 429 with Retry-After
     │   ├── NotFoundUpstreamError     (terminal)  404: the object does not exist
+    │   ├── RequestRejectedError      (terminal)  any other 4xx: the request itself is refused
     │   ├── BannedError               (terminal)  418: IP banned until a time; stop
     │   ├── RegionBlockedError        (terminal)  451: source unavailable from here
     │   └── CircuitOpenError          (transient) the breaker fails fast for a host
@@ -18,8 +19,15 @@
         ├── CommitConflictError       (transient) a Delta commit lost a race; retry
         └── LakeFormatError           (terminal)  the lake's format is newer, or needs migrating
 
-`Transient` errors are retried by the caller; `Terminal` ones quarantine the item and the run
-goes on with the rest. The manifest status of a failed file is decided by the class alone.
+Retry is decided by the marker alone: `crypto_lakehouse.retry` retries a `TransientError`
+(and nothing else) within the budget of `http_retries`; a `Terminal` one is final. The
+manifest status of a failed file is decided by the class alone: an `IntegrityError` is
+quarantined (`ChecksumMismatchError` as checksum_mismatch), `NotFoundUpstreamError` is
+missing_upstream, and any other `SourceError` (a transient one after every retry, or a
+`RequestRejectedError`) fails the file, to be tried again by the next run.
+
+Sources translate third-party errors (aiohttp, websockets, OSError) into this tree where they
+call the library, so no caller catches a library's exceptions.
 """
 
 from __future__ import annotations
@@ -69,6 +77,10 @@ class RateLimitedError(TransientSourceError):
 
 class NotFoundUpstreamError(SourceError, TerminalError):
     """HTTP 404: the object is not published upstream."""
+
+
+class RequestRejectedError(SourceError, TerminalError):
+    """HTTP 4xx other than 404 (e.g. 400, 403): the request is refused as sent; fix the request."""
 
 
 class BannedError(SourceError, TerminalError):

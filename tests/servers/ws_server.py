@@ -9,7 +9,8 @@ would miss while away. The server pings every `ping_interval` and counts the pon
 It runs its own event loop in a background thread:
 
     with WsServer(script=[("btcusdt@aggTrade", {...})], disconnect_after=[5]) as server:
-        client = BinanceStreamClient("spot", ["btcusdt@aggTrade"], base_url=server.url)
+        client = BinanceStreamClient("spot", ["btcusdt@aggTrade"], settings=settings,
+                                     base_url=server.url)
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class WsServer(StartStop):
         self.port = 0
         self.connections: list[str] = []
         self.pongs = 0
+        self._pong_seen = threading.Condition()
         self.sent = 0
         self._cursor = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,7 +114,14 @@ class WsServer(StartStop):
             await asyncio.sleep(self._ping_interval)
             waiter = await ws.ping()
             await asyncio.wait_for(waiter, timeout=5)
-            self.pongs += 1
+            with self._pong_seen:
+                self.pongs += 1
+                self._pong_seen.notify_all()
+
+    def wait_for_pongs(self, count: int, timeout: float) -> bool:
+        """Block until `count` pongs have come back (True) or `timeout` passes (False)."""
+        with self._pong_seen:
+            return self._pong_seen.wait_for(lambda: self.pongs >= count, timeout)
 
     async def _handler(self, ws: ServerConnection) -> None:
         """Play the script to one connection."""

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 
 from crypto_lakehouse.config import Settings, load_settings
 from crypto_lakehouse.sources.binance.rest.client import BinanceRestClient
@@ -58,9 +58,9 @@ def rest_settings(server: RestServer, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def rest_client(settings: Settings, **kwargs: Any) -> AsyncIterator[BinanceRestClient]:
-    """Yield a client on a private AsyncClient that ignores proxy environment variables."""
-    async with httpx.AsyncClient(trust_env=False, timeout=10.0) as http:
-        yield BinanceRestClient(settings, http=http, **kwargs)
+    """Yield a client on a session of the caller's, which this helper closes afterwards."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0)) as session:
+        yield BinanceRestClient(settings, session=session, **kwargs)
 
 
 def block_non_loopback(monkeypatch: pytest.MonkeyPatch) -> None:

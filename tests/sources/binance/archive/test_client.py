@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 
 from crypto_lakehouse.exceptions import (
     ChecksumMismatchError,
     NotAZipError,
     NotFoundUpstreamError,
     RateLimitedError,
+    RequestRejectedError,
     TransientSourceError,
     TruncatedBodyError,
 )
-from crypto_lakehouse.sources.binance.archive import client as archive_module
 from crypto_lakehouse.sources.binance.archive.client import ArchiveClient, Download, env_proxy
 from tests.servers.archive_files import FIXTURE_TREE, publish
 from tests.servers.archive_server import Fault
@@ -49,18 +48,6 @@ def with_client(
             return await body(client)
 
     return asyncio.run(main())
-
-
-@pytest.fixture(params=["curl", "aiohttp"])
-def settings_for(
-    settings_for: Callable[..., Settings], request: pytest.FixtureRequest
-) -> Callable[..., Settings]:
-    """The conftest factory, once per client of the small GETs (listings, CHECKSUMs, zips)."""
-
-    def make(root: str, **overrides: object) -> Settings:
-        return settings_for(root, **{"http_client": request.param, **overrides})
-
-    return make
 
 
 @pytest.fixture
@@ -189,21 +176,23 @@ def test_429_that_persists_raises_rate_limited_with_retry_after(
     assert sleep.waits == [1.0] * settings.http_retries
 
 
-def test_retry_after_http_date_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retry-After given as an HTTP date becomes seconds from now; junk becomes None."""
-    monkeypatch.setattr(archive_module, "_now", lambda: 1_000_000.0)
-
-    date = email.utils.formatdate(1_000_030.0, usegmt=True)
-    assert archive_module._retry_after(CIMultiDict({"Retry-After": date})) == 30.0
-    assert archive_module._retry_after(CIMultiDict({"retry-after": "12"})) == 12.0
-    assert archive_module._retry_after(CIMultiDict({"Retry-After": "soon"})) is None
-    assert archive_module._retry_after(CIMultiDict()) is None
+@pytest.mark.parametrize("status", [400, 403])
+def test_other_4xx_is_rejected_not_missing_and_not_retried(
+    settings: Settings, archive: ArchiveServer, tmp_path: Path, status: int
+) -> None:
+    """A 400 or 403 is a RequestRejectedError (a failed file, not missing_upstream), asked once."""
+    archive.faults.add("/" + KEY, Fault.status(status), times=10)
+    with pytest.raises(RequestRejectedError) as err:
+        with_client(settings, lambda c: c.download(KEY, tmp_path, "0" * 64), SleepRecorder())
+    assert not isinstance(err.value, NotFoundUpstreamError)
+    assert err.value.status == status
+    assert gets(archive, KEY) == [status]
 
 
 def test_truncated_body_is_retried_then_reported(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:
-    """A body cut short of Content-Length on every try ends as TruncatedBodyError."""
+    """A body cut short on every try ends as TruncatedBodyError; only the last cut is kept."""
     archive.faults.add("/" + KEY, Fault.truncate(500), times=10)
     sleep = SleepRecorder()
     with pytest.raises(TruncatedBodyError, match="cut after 500 of") as err:
@@ -211,7 +200,8 @@ def test_truncated_body_is_retried_then_reported(
     assert err.value.key == KEY
     assert gets(archive, KEY) == [200] * (settings.http_retries + 1)
     assert len(sleep.waits) == settings.http_retries
-    assert list(tmp_path.glob(".part-*")) == []
+    assert err.value.path is not None and err.value.path.stat().st_size == 500
+    assert list(tmp_path.glob(".part-*")) == [err.value.path]
 
 
 def test_truncated_body_once_then_full_succeeds(
@@ -227,17 +217,53 @@ def test_truncated_body_once_then_full_succeeds(
     assert list(tmp_path.glob(".part-*")) == [got.path]
 
 
-def test_html_body_is_not_a_zip_and_kept_for_quarantine(
+def test_html_body_once_is_fetched_again(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:
-    """A 200 text/html page raises NotAZipError with its bytes kept at exc.path."""
+    """A 200 text/html page is a passing fault: the next try's zip verifies, no file is left."""
     archive.faults.add("/" + KEY, Fault.html())
+    sha = hashlib.sha256((FIXTURE_TREE / KEY).read_bytes()).hexdigest()
+    got = with_client(settings, lambda c: c.download(KEY, tmp_path, sha), SleepRecorder())
+    assert got.sha256 == sha
+    assert gets(archive, KEY) == [200, 200]
+    assert list(tmp_path.glob(".part-*")) == [got.path]
+
+
+def test_html_body_every_time_is_not_a_zip_and_kept_for_quarantine(
+    settings: Settings, archive: ArchiveServer, tmp_path: Path
+) -> None:
+    """HTML on every try raises NotAZipError after the retries, the last page at exc.path."""
+    archive.faults.add("/" + KEY, Fault.html(), times=10)
     with pytest.raises(NotAZipError) as err:
-        with_client(settings, lambda c: c.download(KEY, tmp_path, "0" * 64))
+        with_client(settings, lambda c: c.download(KEY, tmp_path, "0" * 64), SleepRecorder())
     assert err.value.path is not None
     assert err.value.path.read_bytes().startswith(b"<!DOCTYPE html>")
     assert "text/html" in str(err.value)
-    assert gets(archive, KEY) == [200]
+    assert gets(archive, KEY) == [200] * (settings.http_retries + 1)
+    assert list(tmp_path.glob(".part-*")) == [err.value.path]
+
+
+def test_zip_without_its_end_record_is_retried_then_truncated(
+    settings: Settings, archive: ArchiveServer, archive_root: Path, tmp_path: Path
+) -> None:
+    """A complete answer holding a zip cut before its central directory: retried, then truncated."""
+    source = (archive_root / KEY).read_bytes()
+    (archive_root / KEY).write_bytes(source[: len(source) // 2])
+    with pytest.raises(TruncatedBodyError, match="end of central directory") as err:
+        with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"), SleepRecorder())
+    assert gets(archive, KEY) == [200] * (settings.http_retries + 1)
+    assert err.value.path is not None
+    assert err.value.path.read_bytes() == source[: len(source) // 2]
+
+
+def test_html_checksum_once_is_fetched_again(
+    settings: Settings, archive: ArchiveServer
+) -> None:
+    """A CHECKSUM answered once with an HTML page is asked again, and the next one is read."""
+    archive.faults.add("/" + KEY + ".CHECKSUM", Fault.html())
+    sha = with_client(settings, lambda c: c.fetch_checksum(KEY), SleepRecorder())
+    assert sha == hashlib.sha256((FIXTURE_TREE / KEY).read_bytes()).hexdigest()
+    assert gets(archive, KEY + ".CHECKSUM") == [200, 200]
 
 
 def test_checksum_mismatch_is_downloaded_twice_then_raised(
@@ -265,16 +291,12 @@ def test_unreachable_host_is_transient(
     url = archive.archive_url
     archive.stop()
     settings = settings_for(str(tmp_path / "lake"), binance_archive_url=url, http_retries=1)
-    refused = {"aiohttp": "ClientConnectorError", "curl": "curl error 7 .*Could not connect"}
-    with pytest.raises(TransientSourceError, match=refused[settings.tuning.http_client]):
+    with pytest.raises(TransientSourceError, match="ClientConnectorError"):
         with_client(settings, lambda c: c.fetch_checksum(KEY), SleepRecorder())
 
 
 def test_client_is_built_outside_a_loop_and_closes_its_session(settings: Settings) -> None:
-    """Construction needs no loop; the lazy session keeps raw bytes, trusts proxy env, closes.
-
-    Closing the client also ends libcurl's thread when the small GETs went through it.
-    """
+    """Construction needs no loop; the lazy session keeps raw bytes, trusts proxy env, closes."""
     client = ArchiveClient(settings)
 
     async def main() -> aiohttp.ClientSession:
@@ -286,11 +308,6 @@ def test_client_is_built_outside_a_loop_and_closes_its_session(settings: Setting
 
     session = asyncio.run(main())
     assert session.closed
-    if settings.tuning.http_client == "curl":  # the CHECKSUM went through libcurl, now ended
-        assert client._curl is not None and client._curl._thread is not None
-        assert not client._curl._thread.is_alive()
-    else:
-        assert client._curl is None
     assert session.auto_decompress is False
     assert session.trust_env is False  # proxies are looked up once per host instead
     assert session.timeout.total is None
@@ -360,21 +377,22 @@ def test_fetch_retries_a_503_and_a_cut_body(
 def test_fetch_of_a_body_cut_every_time_is_truncated(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:
-    """A body cut on every try ends as TruncatedBodyError after the retries."""
+    """A body cut on every try ends as TruncatedBodyError after the retries, with its reason."""
     archive.faults.add("/" + KEY, Fault.truncate(700), times=10)
     with pytest.raises(TruncatedBodyError, match="cut short") as err:
         with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"), SleepRecorder())
     assert err.value.key == KEY
     assert gets(archive, KEY) == [200] * (settings.http_retries + 1)
+    assert "received 700 of" in str(err.value) and "every one of 4 attempts" in str(err.value)
 
 
-def test_fetch_of_an_html_page_spills_it_for_quarantine(
+def test_fetch_of_an_html_page_every_time_spills_it_for_quarantine(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:
-    """A 200 text/html answer to fetch() is NotAZipError, its bytes written to the spill folder."""
-    archive.faults.add("/" + KEY, Fault.html())
+    """HTML on every try of fetch() is NotAZipError, the last page written to the spill folder."""
+    archive.faults.add("/" + KEY, Fault.html(), times=10)
     with pytest.raises(NotAZipError, match="text/html") as err:
-        with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"))
+        with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"), SleepRecorder())
     assert err.value.path is not None
     assert err.value.path.parent == tmp_path / "spill"
     assert err.value.path.read_bytes().startswith(b"<!DOCTYPE html>")

@@ -200,15 +200,25 @@ def test_open_interest_hist_fills_metrics_columns(server: RestServer) -> None:
 
 
 def test_429_waits_for_retry_after_then_succeeds(server: RestServer) -> None:
-    """A 429 with Retry-After 0.5 s is retried no sooner than 0.5 s later and never banned."""
+    """A 429 waits exactly its Retry-After (0.5 s, sent as a whole 1 s), and is never banned."""
     server.add_fault("klines", 429, retry_after=0.5)
-    result = _fetch(
-        server, "klines", "spot", "BTCUSDT", "1m", utc("2024-01-01T00:00"), utc("2024-01-01T01:00")
-    )
-    assert result.row_count == 60
+    settings = rest_settings(server, retry_max_wait_seconds=5.0)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    async def main() -> FetchResult:
+        async with rest_client(settings, sleep=sleep) as client:
+            return await client.klines(
+                "spot", "BTCUSDT", "1m", utc("2024-01-01T00:00"), utc("2024-01-01T01:00")
+            )
+
+    assert asyncio.run(main()).row_count == 60
     first, second = _data_requests(server)[:2]
     assert (first.status, second.status) == (429, 200)
-    assert second.at - first.at >= 0.5
+    assert waits == [1.0]  # the stand-in answers a retry inside the window with 418
 
 
 def test_the_stand_in_bans_a_client_that_ignores_retry_after(server: RestServer) -> None:
@@ -375,14 +385,15 @@ def test_fetch_dispatches_archive_data_types(server: RestServer) -> None:
     assert metrics.row_count == 12 and set(metrics.frame["symbol"].to_list()) == {"BTCUSD"}
 
 
-def test_client_owns_and_closes_its_default_http_client(server: RestServer) -> None:
-    """Without an injected AsyncClient the client creates one and closes it on exit."""
+def test_client_owns_and_closes_its_default_http_session(server: RestServer) -> None:
+    """Without an injected aiohttp session the client creates one and closes it on exit."""
     settings = rest_settings(server)
 
     async def main() -> bool:
         async with BinanceRestClient(settings) as client:
             await client.premium_index("um", "BTCUSDT")
-            http = client._transport._http  # private: the only way to see ownership
-        return http.is_closed
+            session = client._transport._session  # private: the only way to see ownership
+        assert session is not None
+        return session.closed
 
     assert asyncio.run(main()) is True

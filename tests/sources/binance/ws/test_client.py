@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from crypto_lakehouse.config import Settings, load_settings
 from crypto_lakehouse.sources.binance._silver import CM_KLINES, KLINES, LIQUIDATIONS, schema
 from crypto_lakehouse.sources.binance.ws.client import (
     BinanceStreamClient,
     Reconnected,
     StreamBatch,
+    StreamOptions,
     agg_trade_stream,
     combined_stream_url,
     force_order_stream,
@@ -120,41 +121,48 @@ def force_order(symbol: str) -> dict[str, Any]:
 
 
 def run_client(
-    client: BinanceStreamClient, until: Callable[[list[StreamEvent]], bool], timeout: float = 5.0
+    client: BinanceStreamClient, until: Callable[[list[StreamEvent]], bool], timeout: float = 30.0
 ) -> list[StreamEvent]:
     """Run the client until `until(events)` holds, then close it and return the events."""
     events: list[StreamEvent] = []
 
-    async def consume(event: StreamEvent) -> None:
-        events.append(event)
-
     async def main() -> None:
+        reached = asyncio.Event()
+
+        async def consume(event: StreamEvent) -> None:
+            events.append(event)
+            if until(events):
+                reached.set()
+
         task = asyncio.create_task(client.run(consume))
-        deadline = time.monotonic() + timeout
-        while not until(events):
-            if task.done() or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(reached.wait())
+        await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
         await client.close()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 30)
 
     asyncio.run(main())
     assert until(events), f"condition not reached; events: {events}"
     return events
 
 
+async def _ignore(event: StreamEvent) -> None:
+    """Consume an event by dropping it."""
+
+
+def fast_settings(max_wait: float = 0.1) -> Settings:
+    """Return settings whose reconnect back-off starts at 20 ms and stops growing at `max_wait`."""
+    return load_settings(retry_backoff_seconds=0.02, retry_max_wait_seconds=max_wait)
+
+
 def stream_client(
     server: WsServer, market: Any, streams: Sequence[str], **kwargs: Any
 ) -> BinanceStreamClient:
     """Return a client for the stand-in with fast batches and backoff, no proxy."""
-    options: dict[str, Any] = {
-        "batch_max_seconds": 0.05,
-        "backoff_initial_seconds": 0.02,
-        "backoff_max_seconds": 0.1,
-        "proxy": None,
-        **kwargs,
-    }
-    return BinanceStreamClient(market, streams, base_url=server.url, **options)
+    options = StreamOptions(**{"batch_max_seconds": 0.05, "proxy": None, **kwargs})
+    return BinanceStreamClient(
+        market, streams, settings=fast_settings(), base_url=server.url, options=options
+    )
 
 
 def batches(events: Sequence[StreamEvent]) -> list[StreamBatch]:
@@ -307,7 +315,15 @@ def test_answers_server_pings() -> None:
     """The client replies to the server's protocol pings while idle."""
     with WsServer(ping_interval=0.05) as server:
         client = stream_client(server, "um", [mark_price_stream("BTCUSDT")])
-        run_client(client, lambda _: server.pongs >= 4)
+
+        async def main() -> bool:
+            task = asyncio.create_task(client.run(_ignore))
+            answered = await asyncio.to_thread(server.wait_for_pongs, 4, 30)
+            await client.close()
+            await asyncio.wait_for(task, 30)
+            return answered
+
+        assert asyncio.run(main())
         assert server.pongs >= 4
 
 
@@ -321,7 +337,7 @@ def test_rotates_the_connection_before_the_limit() -> None:
         assert len(server.connections) >= 2
     gap = next(e for e in events if isinstance(e, Reconnected))
     assert gap.planned and gap.reason == "rotation"
-    assert gap.gap.total_seconds() < 1.0
+    assert gap.attempts == 0 and gap.disconnected_at <= gap.reconnected_at
 
 
 def test_batches_split_by_message_count() -> None:
@@ -344,25 +360,33 @@ def test_close_stops_a_client_that_cannot_connect() -> None:
     client = BinanceStreamClient(
         "spot",
         [agg_trade_stream("BTCUSDT")],
+        settings=load_settings(retry_backoff_seconds=600, retry_max_wait_seconds=600),
         base_url=f"ws://127.0.0.1:{port}",
-        backoff_initial_seconds=0.05,
-        backoff_max_seconds=10,
-        proxy=None,
+        options=StreamOptions(proxy=None),
     )
+    waits: list[float] = []
 
     async def main() -> list[StreamEvent]:
         events: list[StreamEvent] = []
+        backing_off = asyncio.Event()
+        idle = client._idle
+
+        async def recorded_idle(seconds: float) -> None:
+            waits.append(seconds)
+            backing_off.set()
+            await idle(seconds)
+
+        client._idle = recorded_idle  # type: ignore[method-assign]
 
         async def consume(event: StreamEvent) -> None:
             events.append(event)
 
         task = asyncio.create_task(client.run(consume))
-        await asyncio.sleep(0.3)
-        began = time.monotonic()
+        await asyncio.wait_for(backing_off.wait(), 30)
         await client.close()
-        await asyncio.wait_for(task, 2)
-        assert time.monotonic() - began < 1.0
+        await asyncio.wait_for(task, 30)  # a wait of 300-600 s was cut short by close()
         return events
 
     assert asyncio.run(main()) == []
     assert client.connections == 0
+    assert len(waits) == 1 and 300 <= waits[0] <= 600

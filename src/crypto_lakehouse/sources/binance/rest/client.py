@@ -1,8 +1,9 @@
 """Async client for Binance public REST market data: spot `/api/v3`, UM `/fapi`, CM `/dapi`.
 
 Every request passes the market's `WeightLimiter` and the host's `CircuitBreaker`, and is
-retried by tenacity only for `TransientSourceError` (5xx, transport errors, 429 after its
-Retry-After). 418 (ban), 451 (region) and 404 are never retried. Each fetch returns the raw
+retried by the one retry policy (`crypto_lakehouse.retry`) only for transient errors (5xx,
+transport errors, 429 after its Retry-After). 418 (ban), 451 (region), 404 and other 4xx are
+never retried. Each fetch returns the raw
 pages (for bronze) and a silver-layout DataFrame built by the pure `rest_frames` functions.
 Time ranges are half-open `[start, end)` on the row's own time (open time, trade time, …).
 """
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from crypto_lakehouse.config import Settings
 from crypto_lakehouse.exceptions import ConfigurationError
 from crypto_lakehouse.sources.binance.rest import frames as rest_frames
 from crypto_lakehouse.sources.binance.rest.paging import (
@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
-    import httpx
+    import aiohttp
 
+    from crypto_lakehouse.config import Settings
     from crypto_lakehouse.sources.binance._silver import Market
     from crypto_lakehouse.sources.binance.rest.breaker import CircuitBreaker
     from crypto_lakehouse.sources.binance.rest.ratelimit import WeightLimiter
@@ -84,9 +85,9 @@ class BinanceRestClient:
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: Settings,
         *,
-        http: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         limiters: Mapping[Market, WeightLimiter] | None = None,
         breaker: CircuitBreaker | None = None,
         futures_kline_page: int = 1000,
@@ -96,9 +97,11 @@ class BinanceRestClient:
         """Create a client.
 
         Args:
-            settings: Endpoints, retries, weight override and breaker settings.
-            http: An AsyncClient to use; the caller keeps ownership and closes it. Without
-                one the client creates its own and closes it in `aclose`.
+            settings: Endpoints, retries, weight override and breaker settings (read by
+                the caller, never from the environment here).
+            session: An aiohttp session to use; the caller keeps ownership and closes it.
+                Without one the client creates its own on first use and closes it in
+                `aclose` (or on leaving `async with`).
             limiters: One limiter per market. Without them, limits come from
                 `rest_weight_limit_per_minute`, or (when it is 0) from each market's
                 `exchangeInfo`, fetched once before that market's first request.
@@ -114,8 +117,8 @@ class BinanceRestClient:
         if not 1 <= futures_kline_page <= _MAX_KLINE_PAGE["um"]:
             raise ConfigurationError("futures_kline_page must be within 1..1500")
         self._transport = RestTransport(
-            settings or Settings(),
-            http=http,
+            settings,
+            session=session,
             limiters=limiters,
             breaker=breaker,
             sleep=sleep,
@@ -134,11 +137,11 @@ class BinanceRestClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Close the HTTP client if this client created it."""
+        """Close the HTTP session if this client created it."""
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this client created it."""
+        """Close the HTTP session if this client created it."""
         await self._transport.aclose()
 
     @property

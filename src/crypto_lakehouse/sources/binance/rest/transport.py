@@ -1,11 +1,14 @@
-"""Send one Binance REST request through the weight limiter, the breaker and tenacity retries.
+"""Send one Binance REST request through the weight limiter, the breaker and the retry policy.
 
-`RestTransport.request` is the only place the REST source performs I/O. It maps HTTP
-outcomes to the exception tree: 429 → RateLimitedError (retried after Retry-After, and every
-request of the market pauses), 5xx and transport errors → TransientSourceError (retried with
-exponential backoff and jitter; they count as breaker failures), 418 → BannedError (never
-retried; the market refuses requests until the ban ends), 451 → RegionBlockedError, 404 and
-"invalid symbol" → NotFoundUpstreamError, other 4xx → SourceError.
+`RestTransport.request` is the only place the REST source performs I/O, over an aiohttp
+session (the one HTTP client library of the sources). Statuses map to the exception tree in
+`_error_for` below, on top of the mapping every HTTP source shares (`sources.http`):
+418 → BannedError (never retried; the market refuses requests until the ban ends), 451 →
+RegionBlockedError, "invalid symbol" (-1121) → NotFoundUpstreamError; then as everywhere
+429 → RateLimitedError (retried after Retry-After, and every request of the market pauses),
+408/5xx and transport errors → TransientSourceError (retried; 5xx and transport errors count
+as breaker failures), 404 → NotFoundUpstreamError, other 4xx → RequestRejectedError.
+Retries follow `crypto_lakehouse.retry`.
 """
 
 from __future__ import annotations
@@ -15,20 +18,18 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_base, wait_exponential_jitter
 
 from crypto_lakehouse.exceptions import (
     BannedError,
     NotFoundUpstreamError,
-    RateLimitedError,
     RegionBlockedError,
     SourceError,
-    TransientSourceError,
 )
+from crypto_lakehouse.retry import RetryPolicy
 from crypto_lakehouse.sources.binance.rest.breaker import CircuitBreaker
 from crypto_lakehouse.sources.binance.rest.ratelimit import (
     DEFAULT_WEIGHT_LIMITS,
@@ -36,11 +37,16 @@ from crypto_lakehouse.sources.binance.rest.ratelimit import (
     request_weight,
     weight_limit_from_exchange_info,
 )
+from crypto_lakehouse.sources.http import (
+    TRANSPORT_ERRORS,
+    ProxyCache,
+    error_for_status,
+    retry_after_seconds,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
-
-    from tenacity import RetryCallState
 
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.sources.binance._silver import Market
@@ -49,7 +55,7 @@ log = structlog.get_logger(__name__)
 
 PREFIX: dict[Market, str] = {"spot": "/api/v3", "um": "/fapi/v1", "cm": "/dapi/v1"}
 _DEFAULT_BAN_SECONDS = 120.0
-_RETRYABLE = (TransientSourceError,)
+_INVALID_SYMBOL = -1121
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +67,14 @@ class RawPage:
     fetched_at: datetime
 
 
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Return Retry-After in seconds when it is numeric, else None."""
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One HTTP answer, read whole: status, headers, body and the final URL with its query."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
 
 
 def _error_detail(body: bytes) -> tuple[int | None, str]:
@@ -80,25 +87,9 @@ def _error_detail(body: bytes) -> tuple[int | None, str]:
         return None, body[:200].decode("utf-8", "replace") or "empty body"
 
 
-class _RetryAfterOrBackoff(wait_base):
-    """Wait Retry-After seconds after a 429, else exponential backoff with jitter."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._backoff = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._backoff(retry_state))
-
-
-def _log_retry(retry_state: RetryCallState) -> None:
-    """Log one retry with the error that caused it."""
-    outcome = retry_state.outcome
-    exc = outcome.exception() if outcome is not None else None
-    log.warning("rest_retry", attempt=retry_state.attempt_number, error=str(exc))
+def _query(params: Mapping[str, Any]) -> dict[str, str]:
+    """Return query parameters as text, as Binance reads them (booleans as true/false)."""
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
 
 
 class RestTransport:
@@ -108,7 +99,7 @@ class RestTransport:
         self,
         settings: Settings,
         *,
-        http: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         limiters: Mapping[Market, WeightLimiter] | None = None,
         breaker: CircuitBreaker | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -121,8 +112,9 @@ class RestTransport:
             "um": settings.binance_um_api_url.rstrip("/"),
             "cm": settings.binance_cm_api_url.rstrip("/"),
         }
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+        self._owns_session = session is None
+        self._session = session
+        self._proxy_for = ProxyCache()
         override = settings.tuning.rest_weight_limit_per_minute
         self._auto_limits = limiters is None and override == 0
         self._limiters: dict[Market, WeightLimiter] = dict(
@@ -135,13 +127,20 @@ class RestTransport:
         self._synced: set[Market] = set()
         self._sync_lock = asyncio.Lock()
         self.breaker = breaker or CircuitBreaker.from_settings(settings)
-        self._sleep = sleep
+        self._policy = RetryPolicy.from_settings(settings, name="rest", sleep=sleep)
         self._now = now
 
+    def _http(self) -> aiohttp.ClientSession:
+        """Return the session, creating the owned one on first use (needs a running loop)."""
+        if self._session is None:
+            timeout = self._settings.http_timeout_seconds
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+        return self._session
+
     async def aclose(self) -> None:
-        """Close the HTTP client if this transport created it."""
-        if self._owns_http:
-            await self._http.aclose()
+        """Close the HTTP session if this transport created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
 
     def limiter(self, market: Market) -> WeightLimiter:
         """Return the weight limiter of a market."""
@@ -149,7 +148,7 @@ class RestTransport:
 
     def host(self, market: Market) -> str:
         """Return "host:port" of a market's base URL, the breaker's key."""
-        return httpx.URL(self._bases[market]).netloc.decode("ascii")
+        return urlsplit(self._bases[market]).netloc
 
     def adopt_limit(self, market: Market, exchange_info: Mapping[str, Any]) -> None:
         """Use exchangeInfo's REQUEST_WEIGHT limit unless a limit is configured."""
@@ -176,21 +175,7 @@ class RestTransport:
         """
         if self._auto_limits and market not in self._synced:
             await self._sync_limit(market)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_RETRYABLE),
-            stop=stop_after_attempt(self._settings.http_retries + 1),
-            wait=_RetryAfterOrBackoff(
-                self._settings.tuning.retry_backoff_seconds,
-                self._settings.tuning.retry_max_wait_seconds,
-            ),
-            sleep=self._sleep,
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._attempt(market, path, params)
-        raise AssertionError("unreachable: tenacity returns or re-raises")
+        return await self._policy.run(lambda: self._attempt(market, path, params))
 
     async def _attempt(
         self, market: Market, path: str, params: Mapping[str, Any]
@@ -202,46 +187,50 @@ class RestTransport:
         self.breaker.before_call(host)
         try:
             async with limiter.reserve(request_weight(market, path, params)):
-                response = await self._http.get(url, params=dict(params))
-                limiter.observe(response.headers)
-        except httpx.TransportError as exc:
+                answer = await self._get(url, params)
+                limiter.observe(answer.headers)
+        except TRANSPORT_ERRORS as exc:
             self.breaker.record_failure(host)
-            raise TransientSourceError(
-                f"{type(exc).__name__} talking to {host}: {exc}", url=url
-            ) from exc
+            raise transport_error(url, exc) from exc
         except BaseException:
             self.breaker.release(host)
             raise
-        if response.status_code >= 500:
+        if answer.status >= 500:
             self.breaker.record_failure(host)
         else:
             self.breaker.record_success(host)
-        return self._decode(market, response)
+        return self._decode(market, answer)
 
-    def _decode(self, market: Market, response: httpx.Response) -> tuple[Any, RawPage]:
+    async def _get(self, url: str, params: Mapping[str, Any]) -> _Answer:
+        """Perform one GET and read its whole body."""
+        session = self._http()
+        async with session.get(url, params=_query(params), proxy=self._proxy_for(url)) as response:
+            body = await response.read()
+            return _Answer(response.status, response.headers, body, str(response.url))
+
+    def _decode(self, market: Market, answer: _Answer) -> tuple[Any, RawPage]:
         """Return (JSON, RawPage) for a 200, else raise the exception for the status."""
-        status, url = response.status_code, str(response.url)
-        if status == 200:
+        if answer.status == 200:
             try:
-                payload = json.loads(response.content)
+                payload = json.loads(answer.body)
             except ValueError as exc:
                 raise SourceError(
-                    f"{url} answered 200 with a body that is not JSON", url=url, status=status
+                    f"{answer.url} answered 200 with a body that is not JSON",
+                    url=answer.url,
+                    status=200,
                 ) from exc
-            return payload, RawPage(url=url, body=response.content, fetched_at=self._now())
-        retry_after = _retry_after_seconds(response.headers)
-        code, detail = _error_detail(response.content)
-        if status == 429:
-            self._limiters[market].pause(retry_after or self._settings.tuning.retry_backoff_seconds)
-            raise RateLimitedError(
-                f"Binance rate limit hit (HTTP 429, {detail}) at {url}",
-                url=url,
-                retry_after=retry_after,
-            )
+            return payload, RawPage(url=answer.url, body=answer.body, fetched_at=self._now())
+        raise self._error_for(market, answer)
+
+    def _error_for(self, market: Market, answer: _Answer) -> SourceError:
+        """Return the exception of a failed answer: Binance's own statuses, then the shared."""
+        status, url = answer.status, answer.url
+        retry_after = retry_after_seconds(answer.headers)
+        code, detail = _error_detail(answer.body)
         if status == 418:
             seconds = retry_after if retry_after is not None else _DEFAULT_BAN_SECONDS
             until = self._limiters[market].ban(seconds)
-            raise BannedError(
+            return BannedError(
                 f"Binance banned this IP (HTTP 418) for {seconds:.0f} s, until "
                 f"{until:%Y-%m-%d %H:%M:%S} UTC, for sending requests after a 429; stop all "
                 f"{market} REST requests until then (bans grow from 2 minutes to 3 days)",
@@ -249,25 +238,22 @@ class RestTransport:
                 retry_after=seconds,
             )
         if status == 451:
-            raise RegionBlockedError(
+            return RegionBlockedError(
                 f"Binance refuses requests from this region (HTTP 451) at {url}; point "
                 f"LAKEHOUSE_BINANCE_{market.upper()}_API_URL at a reachable mirror or skip REST",
                 url=url,
                 status=status,
             )
-        if status == 404 or code == -1121:
-            raise NotFoundUpstreamError(
+        if code == _INVALID_SYMBOL:
+            return NotFoundUpstreamError(
                 f"not found upstream (HTTP {status}, {detail}): {url}", url=url, status=status
             )
-        if status >= 500:
-            raise TransientSourceError(
-                f"Binance server error HTTP {status} ({detail}) at {url}", url=url, status=status
-            )
-        raise SourceError(
-            f"Binance rejected the request (HTTP {status}, {detail}) at {url}",
-            url=url,
-            status=status,
-        )
+        if status == 429:
+            self._limiters[market].pause(retry_after or self._settings.tuning.retry_backoff_seconds)
+        error = error_for_status(status, url, answer.headers, detail)
+        if error is None:  # a 2xx other than 200, or 304: not a JSON page
+            error = SourceError(f"unexpected HTTP {status} from {url}", url=url, status=status)
+        return error
 
     async def _sync_limit(self, market: Market) -> None:
         """Read the market's REQUEST_WEIGHT limit from exchangeInfo once."""

@@ -11,25 +11,29 @@ It hands an async consumer two kinds of events, in order:
   back-fill `[backfill_from, reconnected_at]` from REST.
 
 Protocol pings are answered by the websockets library; the client also sends its own to
-notice dead connections. Connections are rotated before Binance's 24-hour limit.
+notice dead connections. Connections are rotated before Binance's 24-hour limit. Failed
+connects and dropped connections wait by the one retry policy (`crypto_lakehouse.retry`:
+jittered exponential back-off capped by `tuning.retry_max_wait_seconds`, Retry-After on a
+429 handshake) and retry until `close`; a handshake refused for good (403, 451, another 4xx)
+ends `run` with its `SourceError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import structlog
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
-from crypto_lakehouse.config import Settings
-from crypto_lakehouse.exceptions import ConfigurationError
+from crypto_lakehouse.exceptions import ConfigurationError, SourceError, TerminalError
+from crypto_lakehouse.retry import RetryPolicy
 from crypto_lakehouse.sources.binance.ws import frames as stream_frames
+from crypto_lakehouse.sources.http import error_for_status, transport_error
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     import polars as pl
     from websockets.asyncio.client import ClientConnection
 
+    from crypto_lakehouse.config import Settings
     from crypto_lakehouse.sources.binance._silver import Market
     from crypto_lakehouse.sources.binance.ws.frames import Row, StreamKind
 
@@ -146,6 +151,39 @@ StreamEvent = StreamBatch | Reconnected
 Consumer: TypeAlias = "Callable[[StreamEvent], Awaitable[None]]"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """How a stream client batches, pings and rotates; the defaults suit Binance.
+
+    Attributes:
+        batch_max_messages: Flush a batch after this many frames.
+        batch_max_seconds: Flush a non-empty batch after this long.
+        rotate_after_seconds: Reconnect proactively after this long (Binance cuts at 24 h).
+        ping_interval: Seconds between client pings; None disables them.
+        ping_timeout: Seconds to wait for a pong before dropping the connection.
+        open_timeout: Seconds allowed for the opening handshake.
+        proxy: Passed to websockets: True reads the proxy environment, None disables.
+    """
+
+    batch_max_messages: int = 500
+    batch_max_seconds: float = 1.0
+    rotate_after_seconds: float = _DEFAULT_ROTATE_SECONDS
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    proxy: str | Literal[True] | None = True
+
+
+def _connect_error(url: str, exc: BaseException) -> SourceError:
+    """Translate a failed connect into the tree: a refused handshake by its HTTP status."""
+    if isinstance(exc, InvalidStatus):
+        response = exc.response
+        error = error_for_status(response.status_code, url, response.headers)
+        if error is not None:
+            return error
+    return transport_error(url, exc)
+
+
 @dataclass(slots=True)
 class _Pending:
     """Frames and rows received since the last flush."""
@@ -173,34 +211,19 @@ class BinanceStreamClient:
         market: Market,
         streams: Sequence[str],
         *,
-        settings: Settings | None = None,
+        settings: Settings,
         base_url: str | None = None,
-        rotate_after_seconds: float = _DEFAULT_ROTATE_SECONDS,
-        batch_max_messages: int = 500,
-        batch_max_seconds: float = 1.0,
-        backoff_initial_seconds: float = 0.5,
-        backoff_max_seconds: float = 60.0,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        open_timeout: float = 10.0,
-        proxy: str | Literal[True] | None = True,
+        options: StreamOptions | None = None,
     ) -> None:
         """Configure the client; nothing connects until `run`.
 
         Args:
             market: "spot", "um" or "cm"; picks the base URL and the kline layout.
             streams: Stream names (see `kline_stream` etc.), 1 to 1024.
-            settings: Source of the default base URLs.
+            settings: The market's base URL and the reconnect back-off (the retry policy's
+                waits); read by the caller, never from the environment here.
             base_url: Overrides the market's base URL (mirrors, tests).
-            rotate_after_seconds: Reconnect proactively after this long (Binance cuts at 24 h).
-            batch_max_messages: Flush a batch after this many frames.
-            batch_max_seconds: Flush a non-empty batch after this long.
-            backoff_initial_seconds: First reconnect delay; doubles per failed attempt.
-            backoff_max_seconds: Cap of the reconnect delay.
-            ping_interval: Seconds between client pings; None disables them.
-            ping_timeout: Seconds to wait for a pong before dropping the connection.
-            open_timeout: Seconds allowed for the opening handshake.
-            proxy: Passed to websockets: True reads the proxy environment, None disables.
+            options: Batching, pings, rotation and proxy (`StreamOptions`).
 
         Raises:
             ConfigurationError: For no streams or more than 1024.
@@ -209,34 +232,21 @@ class BinanceStreamClient:
             raise ConfigurationError(
                 f"a connection carries 1..{MAX_STREAMS_PER_CONNECTION} streams, got {len(streams)}"
             )
-        s = settings or Settings()
         base = (
             base_url
             or {
-                "spot": s.binance_spot_ws_url,
-                "um": s.binance_um_ws_url,
-                "cm": s.binance_cm_ws_url,
+                "spot": settings.binance_spot_ws_url,
+                "um": settings.binance_um_ws_url,
+                "cm": settings.binance_cm_ws_url,
             }[market]
         )
         self.market: Market = market
         self.url = combined_stream_url(base, streams)
-        self._rotate_after = rotate_after_seconds
-        self._batch_messages = batch_max_messages
-        self._batch_seconds = batch_max_seconds
-        self._backoff_initial = backoff_initial_seconds
-        self._backoff_max = backoff_max_seconds
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
-        self._open_timeout = open_timeout
-        self._proxy = proxy
+        self._options = options or StreamOptions()
+        self._policy = RetryPolicy.from_settings(settings, name="websocket")
         self._stop = asyncio.Event()
         self._ws: ClientConnection | None = None
         self.connections = 0
-
-    def _backoff(self, attempt: int) -> float:
-        """Return the delay before reconnect attempt `attempt` (≥ 1), with jitter."""
-        ceiling = min(self._backoff_max, self._backoff_initial * 2.0 ** (attempt - 1))
-        return float(ceiling * random.uniform(0.5, 1.0))
 
     async def _idle(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early when `close` is called."""
@@ -258,31 +268,14 @@ class BinanceStreamClient:
 
         Raises:
             ConfigurationError: If the URL is not a WebSocket URL.
+            SourceError: A terminal one: the handshake was refused for good (e.g. 451).
         """
         attempts = 0
         ended: _Ended | None = None
         while not self._stop.is_set():
-            try:
-                ws = await connect(
-                    self.url,
-                    ping_interval=self._ping_interval,
-                    ping_timeout=self._ping_timeout,
-                    open_timeout=self._open_timeout,
-                    proxy=self._proxy,
-                )
-            except InvalidURI as exc:
-                raise ConfigurationError(f"not a WebSocket URL: {self.url}") from exc
-            except (OSError, TimeoutError, WebSocketException) as exc:
+            ws = await self._connect(attempts)
+            if ws is None:
                 attempts += 1
-                delay = self._backoff(attempts)
-                log.warning(
-                    "stream_connect_failed",
-                    url=self.url,
-                    attempt=attempts,
-                    retry_in=round(delay, 3),
-                    error=str(exc),
-                )
-                await self._idle(delay)
                 continue
             self._ws = ws
             self.connections += 1
@@ -291,23 +284,7 @@ class BinanceStreamClient:
                 break
             try:
                 if ended is not None:
-                    event = Reconnected(
-                        ended.at,
-                        _utcnow(),
-                        ended.reason,
-                        ended.planned,
-                        attempts,
-                        ended.last_received_at,
-                    )
-                    log.info(
-                        "stream_reconnected",
-                        url=self.url,
-                        reason=event.reason,
-                        planned=event.planned,
-                        disconnected_at=event.disconnected_at.isoformat(),
-                        reconnected_at=event.reconnected_at.isoformat(),
-                    )
-                    await consumer(event)
+                    await consumer(self._reconnected(ended, attempts))
                 ended = await self._receive(ws, consumer)
             finally:
                 self._ws = None
@@ -321,19 +298,62 @@ class BinanceStreamClient:
             )
             if not ended.planned:
                 attempts += 1
-                await self._idle(self._backoff(attempts))
+                await self._idle(self._policy.backoff(attempts))
         log.info("stream_stopped", url=self.url, connections=self.connections)
+
+    async def _connect(self, failed: int) -> ClientConnection | None:
+        """Open one connection; None after a transient failure (and its back-off wait).
+
+        Raises:
+            ConfigurationError: If the URL is not a WebSocket URL.
+            SourceError: A terminal failure (the handshake refused for good).
+        """
+        options = self._options
+        try:
+            return await connect(
+                self.url,
+                ping_interval=options.ping_interval,
+                ping_timeout=options.ping_timeout,
+                open_timeout=options.open_timeout,
+                proxy=options.proxy,
+            )
+        except InvalidURI as exc:
+            raise ConfigurationError(f"not a WebSocket URL: {self.url}") from exc
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            error = _connect_error(self.url, exc)
+            if isinstance(error, TerminalError):
+                raise error from exc
+        delay = self._policy.wait_after(failed + 1, error)
+        log.warning("stream_connect_failed", url=self.url, attempt=failed + 1,
+                    retry_in=round(delay, 3), error=str(error))  # fmt: skip
+        await self._idle(delay)
+        return None
+
+    def _reconnected(self, ended: _Ended, attempts: int) -> Reconnected:
+        """Return (and log) the event of a connection opened after `ended`."""
+        event = Reconnected(
+            ended.at, _utcnow(), ended.reason, ended.planned, attempts, ended.last_received_at
+        )
+        log.info(
+            "stream_reconnected",
+            url=self.url,
+            reason=event.reason,
+            planned=event.planned,
+            disconnected_at=event.disconnected_at.isoformat(),
+            reconnected_at=event.reconnected_at.isoformat(),
+        )
+        return event
 
     async def _receive(self, ws: ClientConnection, consumer: Consumer) -> _Ended:
         """Receive frames on one connection until it closes, must rotate, or `close` is called."""
         loop = asyncio.get_running_loop()
-        rotate_at = loop.time() + self._rotate_after
+        rotate_at = loop.time() + self._options.rotate_after_seconds
         pending = _Pending()
         last: datetime | None = None
         while True:
             deadline = rotate_at
             if pending.raw:
-                deadline = min(deadline, pending.opened + self._batch_seconds)
+                deadline = min(deadline, pending.opened + self._options.batch_max_seconds)
             try:
                 async with asyncio.timeout(max(0.0, deadline - loop.time())):
                     message = await ws.recv()
@@ -349,7 +369,7 @@ class BinanceStreamClient:
                 ended = _Ended(reason, planned=stopping, at=_utcnow(), last_received_at=last)
                 break
             last = self._add(pending, message, loop.time())
-            if len(pending.raw) >= self._batch_messages:
+            if len(pending.raw) >= self._options.batch_max_messages:
                 await self._flush(pending, consumer)
         await self._flush(pending, consumer)
         return ended

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from crypto_lakehouse.sources.binance import _silver
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import polars as pl
 
@@ -133,13 +133,18 @@ def event_rows(market: Market, payload: Any) -> list[tuple[StreamKind, Row]]:
     if kind == "kline":
         row = _kline_row(market, payload)
         return [("klines", row)] if row is not None else []
-    if kind == "aggTrade":
-        return [("agg_trades", _agg_trade_row(payload))]
-    if kind == "markPriceUpdate":
-        return [("mark_price", _mark_price_row(payload))]
-    if kind == "forceOrder":
-        return [("liquidations", _liquidation_row(payload))]
-    return []
+    if kind not in _ROW_OF_EVENT:
+        return []
+    stream_kind, row_of = _ROW_OF_EVENT[kind]
+    return [(stream_kind, row_of(payload))]
+
+
+#: Event type -> (stream kind, row builder), for every event but klines (market-dependent).
+_ROW_OF_EVENT: dict[str, tuple[StreamKind, Callable[[Mapping[str, Any]], Row]]] = {
+    "aggTrade": ("agg_trades", _agg_trade_row),
+    "markPriceUpdate": ("mark_price", _mark_price_row),
+    "forceOrder": ("liquidations", _liquidation_row),
+}
 
 
 def parse_frame(market: Market, text: str) -> tuple[str | None, list[tuple[StreamKind, Row]]]:
