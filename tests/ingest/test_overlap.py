@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from deltalake import DeltaTable
 
-from crypto_lakehouse.ingest import overlap
+from crypto_lakehouse.ingest import fetch, overlap
 from crypto_lakehouse.ingest import run as ingest_module
 from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.query.engine import QueryEngine
@@ -46,7 +46,7 @@ class StreamLog:
 @pytest.fixture
 def streams(monkeypatch: pytest.MonkeyPatch) -> StreamLog:
     """Make the 1.4 MB fixture count as a large file and record every streamed parse."""
-    monkeypatch.setattr(ingest_module, "SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr(fetch, "SMALL_FILE_BYTES", 0)
     log = StreamLog()
     start, finish, parse = (
         overlap.StreamedParse.start,

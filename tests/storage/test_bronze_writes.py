@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from crypto_lakehouse.exceptions import StorageError
 from crypto_lakehouse.storage.bronze_writes import store_in_background
 from crypto_lakehouse.storage.root import LakeRoot
 
@@ -35,8 +36,9 @@ def test_wait_raises_a_refused_write(tmp_path: Path) -> None:
             (b"last", "bronze/ok/c.zip"),
         ],
     )
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(StorageError) as raised:
         pending.wait()
+    assert isinstance(raised.value.__cause__, NotADirectoryError)
     assert (tmp_path / "bronze" / "ok" / "a.zip").read_bytes() == b"first"
     assert not list(tmp_path.rglob(".*.tmp"))
 

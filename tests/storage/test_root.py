@@ -36,7 +36,7 @@ def test_failed_write_keeps_the_old_object_and_leaves_no_temp_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("crypto_lakehouse.storage.root._write_new", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StorageError, match="No space"):
         lake.put_bytes(b"new bytes", "bronze/object.zip")
     monkeypatch.undo()
     assert (tmp_path / "bronze" / "object.zip").read_bytes() == b"old"
@@ -57,8 +57,9 @@ def test_writes_from_many_threads_into_a_new_folder_all_land(tmp_path: Path) -> 
 def test_a_missing_source_file_is_not_taken_for_a_missing_folder(tmp_path: Path) -> None:
     """`put_file` of a file that is not there fails, and leaves no temp file behind."""
     lake = LakeRoot.at(str(tmp_path / "lake"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StorageError) as raised:
         lake.put_file(tmp_path / "absent.zip", "bronze/a/object.zip")
+    assert isinstance(raised.value.__cause__, FileNotFoundError)
     assert [p.name for p in (tmp_path / "lake" / "bronze" / "a").iterdir()] == []
 
 

@@ -1,7 +1,7 @@
 """One archive file's steps after its download: store it in bronze, parse it, or quarantine it.
 
 Shared by the ingest's per-file path (`ingest.py`) and the small-file batches
-(`small_files.py`); each step records its outcome on the run.
+(`small_files.py`); each step records its outcome on the run (`failures`).
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from crypto_lakehouse.exceptions import FormatError, IntegrityError, StorageError
+from crypto_lakehouse.exceptions import LakehouseError
+from crypto_lakehouse.ingest.failures import record_parse_failure
 from crypto_lakehouse.ingest.parse.file import ParseTask, parse_to_stage
-from crypto_lakehouse.ingest.results import FileOutcome
-from crypto_lakehouse.ingest.run_state import (
-    IngestRun,
-    commit_pending,
-    record_failure,
-    superseded_event,
-)
+from crypto_lakehouse.ingest.run_state import IngestRun, commit_pending, superseded_event
+from crypto_lakehouse.ingest.runtime.executor import InWorker
 from crypto_lakehouse.ingest.write import staged as silver
 from crypto_lakehouse.ingest.write.ticks import write_tick_files
 from crypto_lakehouse.sources.binance.archive.client import Body, Download
@@ -85,7 +81,7 @@ def task_for(
         chunk_bytes=run.settings.tuning.parse_batch_mb << 20, ingested_at=run.started,
         growing=growing,
         bronze=(run.lake, bronze_path(plan.key, revision)) if remote else None,
-        stage_lake=run.lake if remote else None,
+        stage_lake=run.lake if remote else None, release_memory=run.process_tuning,
     )  # fmt: skip
 
 
@@ -103,54 +99,18 @@ async def parse_file(
         if run.dataset.tick:
             uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
             written = await loop.run_in_executor(
-                run.executor, write_tick_files, task, uri, run.lake.storage_options
+                run.executor,
+                InWorker(write_tick_files),
+                task,
+                uri,
+                run.lake.storage_options,
             )
             parsed, files = written.parsed, written
         else:
-            parsed = await loop.run_in_executor(run.executor, parse_to_stage, task)
+            parsed = await loop.run_in_executor(run.executor, InWorker(parse_to_stage), task)
             files = None
-    except PARSE_FAILURES as exc:
+    except LakehouseError as exc:
         record_parse_failure(run, plan, entry, previous, exc)
         return
     run.parsed.append((parsed, entry, superseded_event(previous, entry), files))
     await commit_pending(run, force=False)
-
-
-#: What a worker's parse of one verified file may fail with (see `record_parse_failure`).
-PARSE_FAILURES = (FormatError, IntegrityError, OSError, StorageError)
-
-
-def record_parse_failure(
-    run: IngestRun,
-    plan: PlannedFile,
-    entry: ManifestEntry,
-    previous: ManifestEntry | None,
-    exc: FormatError | IntegrityError | OSError | StorageError,
-) -> None:
-    """Quarantine a file whose rows are bad; fail one the lake would not serve or take.
-
-    A lake error in the worker (its bronze object unreadable, its silver files refused) is
-    retried on the next run.
-    """
-    if isinstance(exc, (FormatError, IntegrityError)):
-        quarantine_parsed(run, plan, entry, previous, exc)
-    else:
-        record_failure(run, plan, "failed", f"lake error while parsing: {exc}")
-
-
-def quarantine_parsed(
-    run: IngestRun,
-    plan: PlannedFile,
-    entry: ManifestEntry,
-    previous: ManifestEntry | None,
-    exc: FormatError | IntegrityError,
-) -> None:
-    """Record a verified file whose rows could not be parsed; its bronze copy stays."""
-    reason = f"{type(exc).__name__}: {exc}"
-    run.pending_events.append(entry.with_status("quarantined", reason=reason))
-    run.result.files.append(
-        FileOutcome(plan.key, "quarantined", bytes=entry.size, revision=entry.revision,
-                    reason=reason, downloaded=entry.status == "verified" and not previous)
-    )  # fmt: skip
-    run.progress.file_done(plan.key, "quarantined")
-    log.warning("file_quarantined", key=plan.key, reason=reason)

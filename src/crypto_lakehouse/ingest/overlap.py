@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from crypto_lakehouse.exceptions import StreamedParseAborted
+from crypto_lakehouse.ingest.runtime.executor import InWorker
 from crypto_lakehouse.ingest.write.ticks import DirectWrite, write_tick_files
 from crypto_lakehouse.sources.binance.archive.growing import GrowingSource, clear_marker, mark_ended
 
@@ -66,7 +67,11 @@ class StreamedParse:
         task = self._make_task(path, self._source)
         loop = asyncio.get_running_loop()
         self._future = loop.run_in_executor(
-            self._executor, write_tick_files, task, self._table_uri, self._storage_options
+            self._executor,
+            InWorker(write_tick_files),
+            task,
+            self._table_uri,
+            self._storage_options,
         )
 
     async def abandon(self) -> None:
@@ -88,6 +93,7 @@ class StreamedParse:
 
         Raises:
             FormatError, TruncatedBodyError: the file itself is bad (quarantine it).
+            StorageError: the lake refused the worker's files (fail it).
         """
         if self._source is None or self._future is None:
             return None

@@ -11,55 +11,45 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import structlog
 
-from crypto_lakehouse.config import with_tuning
-from crypto_lakehouse.datasets import Dataset, get_dataset
-from crypto_lakehouse.exceptions import (
-    ConfigurationError,
-    IntegrityError,
-    LakehouseError,
-    NotFoundUpstreamError,
-    SourceError,
-    StorageError,
+from crypto_lakehouse.datasets import get_dataset
+from crypto_lakehouse.exceptions import LakehouseError
+from crypto_lakehouse.ingest.failures import record_fetch_failure, record_parse_failure
+from crypto_lakehouse.ingest.fetch import (
+    bronze_copy,
+    can_stream,
+    download,
+    is_small,
+    verified_entry,
 )
-from crypto_lakehouse.ingest.file_steps import (
-    PARSE_FAILURES,
-    parse_file,
-    record_parse_failure,
-    store,
-    task_for,
-)
+from crypto_lakehouse.ingest.file_steps import parse_file, store, task_for
 from crypto_lakehouse.ingest.overlap import StreamedParse
-from crypto_lakehouse.ingest.plan import PeriodMode, PlannedFile, decide, select_files
+from crypto_lakehouse.ingest.plan import decide
 from crypto_lakehouse.ingest.progress import NullProgress, ProgressSink
+from crypto_lakehouse.ingest.request import (
+    IngestRequest,
+    discover,
+    validate_request,
+    within_memory_budget,
+)
 from crypto_lakehouse.ingest.results import FileOutcome, IngestResult
 from crypto_lakehouse.ingest.run_state import (
     HeldFile,
     IngestRun,
     commit_pending,
     prepare_tables,
-    quarantine_download,
-    record_failure,
     superseded_event,
     tables_prepared,
 )
 from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
-from crypto_lakehouse.ingest.runtime.executor import (
-    ExecutorKind,
-    close_owner,
-    make_executor,
-    worker_count,
-)
+from crypto_lakehouse.ingest.runtime.executor import close_owner, make_executor, worker_count
 from crypto_lakehouse.ingest.runtime.heap import frozen_heap
-from crypto_lakehouse.ingest.runtime.memory import plan_memory
 from crypto_lakehouse.ingest.small_files import (
-    SMALL_FILE_BYTES,
     batched,
     drain_batches,
     hold,
@@ -71,56 +61,18 @@ from crypto_lakehouse.ingest.write import staging
 from crypto_lakehouse.quality.refresh.run import refresh_after_ingest
 from crypto_lakehouse.sources.binance.archive.bulk_fetch import fetch_many
 from crypto_lakehouse.sources.binance.archive.client import ArchiveClient, Body, Download
-from crypto_lakehouse.storage.bronze import (
-    Manifest,
-    ManifestEntry,
-    bronze_path,
-)
+from crypto_lakehouse.storage.bronze import Manifest, ManifestEntry
+from crypto_lakehouse.storage.format_version import check_format
 from crypto_lakehouse.storage.maintenance import auto_compact
 from crypto_lakehouse.storage.root import LakeRoot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
     from crypto_lakehouse.config import Settings
-    from crypto_lakehouse.sources.binance.archive.listing import ArchiveObject
+    from crypto_lakehouse.ingest.plan import PlannedFile
+
+__all__ = ["IngestRequest", "ingest"]
 
 log = structlog.get_logger(__name__)
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class IngestRequest:
-    """What `lakehouse ingest` was asked for."""
-
-    market: str
-    data_type: str
-    symbols: tuple[str, ...] = ()
-    interval: str | None = None
-    start: date | None = None
-    end: date | None = None
-    period: PeriodMode = "auto"
-    executor: ExecutorKind = "threads"
-    dask_address: str | None = None
-    refresh_quality: bool = True
-
-
-def _validate(request: IngestRequest, dataset: Dataset) -> None:
-    """Reject requests the archive cannot answer, with a message saying what would work."""
-    if dataset.has_interval:
-        if not request.interval:
-            raise ConfigurationError(f"{dataset.table} needs --interval (e.g. 1m)")
-        if request.interval not in dataset.intervals:
-            raise ConfigurationError(
-                f"interval {request.interval} is not archived for {dataset.table}; "
-                f"choose one of {', '.join(dataset.intervals)}"
-            )
-    if request.period != "auto" and request.period not in dataset.periods:
-        raise ConfigurationError(
-            f"{dataset.table} is published {' and '.join(dataset.periods)} only"
-        )
-    if request.start and request.end and request.start > request.end:
-        raise ConfigurationError("--start must not be after --end")
 
 
 async def ingest(
@@ -129,14 +81,21 @@ async def ingest(
     *,
     progress: ProgressSink | None = None,
     client: ArchiveClient | None = None,
+    process_tuning: bool = False,
 ) -> IngestResult:
     """Bring the archive files of a request into bronze and silver.
+
+    The run owns its executor, its threads and its temp folder, and closes them before it
+    returns; it changes nothing process-wide unless `process_tuning` asks it to.
 
     Args:
         request: dataset, symbols, date range and period mode.
         settings: lake root, endpoints, concurrency.
         progress: where to report progress; nothing is drawn when omitted.
         client: an archive client to use (the caller keeps ownership); one is made otherwise.
+        process_tuning: freeze the garbage collector's view of the heap for the run and hand
+            freed memory back to the system after large files (`runtime.heap`). Process-wide
+            changes: for a process that is only this run (the CLI), never for a library call.
 
     Returns:
         The per-file outcomes. Failures are outcomes, not exceptions: the run goes on.
@@ -146,9 +105,10 @@ async def ingest(
         SourceError: the listing itself could not be read.
     """
     dataset = get_dataset(request.market, request.data_type)
-    _validate(request, dataset)
-    settings = _within_memory_budget(settings, request)
+    validate_request(request, dataset)
+    settings = within_memory_budget(settings, request)
     lake = LakeRoot.at(settings.root)
+    await asyncio.to_thread(check_format, lake, write=True)  # stamp, or refuse a newer lake
     executor, owner = make_executor(
         request.executor, settings.workers, dask_address=request.dask_address
     )
@@ -170,11 +130,12 @@ async def ingest(
         stream_capable=request.executor != "dask",
         remote_workers=remote,
         stage_prefix=staging.new_run_prefix(started) if remote else "",
+        process_tuning=process_tuning,
     )
     own_client = client is None
     archive = client or ArchiveClient(settings)
     try:
-        with frozen_heap():
+        with frozen_heap() if process_tuning else contextlib.nullcontext():
             await _run(run, request, archive)
         if settings.tuning.auto_compact and run.result.loaded:
             await _compact(run)
@@ -207,29 +168,6 @@ def _clear_staging(run: IngestRun) -> None:
         log.info("staging_swept", prefixes=swept)
 
 
-def _within_memory_budget(settings: Settings, request: IngestRequest) -> Settings:
-    """Return settings whose chunk size and worker count fit `memory_budget_mb` on this host.
-
-    Workers on a remote Dask cluster are sized by that cluster, not by this budget.
-    """
-    if request.dask_address:
-        return settings
-    workers = worker_count(settings.workers)
-    plan = plan_memory(settings.memory_budget_mb, settings.tuning.parse_batch_mb, workers,
-                       processes=request.executor != "threads")  # fmt: skip
-    if not plan.fits:
-        log.warning("memory_budget_too_small", budget_mb=settings.memory_budget_mb,
-                    expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
-    if (plan.parse_batch_mb, plan.workers) == (settings.tuning.parse_batch_mb, workers):
-        return settings
-    log.info("memory_budget_applied", budget_mb=settings.memory_budget_mb,
-             parse_batch_mb=plan.parse_batch_mb, workers=plan.workers,
-             expected_peak_mb=plan.expected_peak_mb)  # fmt: skip
-    return with_tuning(settings, parse_batch_mb=plan.parse_batch_mb).model_copy(
-        update={"workers": plan.workers}
-    )
-
-
 async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
     """List, plan, process every file, then flush the last commit and manifest events."""
     prepare_tables(run)
@@ -247,7 +185,7 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
         run.manifest.current, key_prefix=f"data/{run.dataset.market_path}/"
     ))  # fmt: skip
     try:
-        planned, missing = await _discover(run.dataset, request, archive)
+        planned, missing = await discover(run.dataset, request, archive)
     except BaseException:
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
@@ -278,7 +216,7 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
     in_bulk: list[tuple[PlannedFile, ManifestEntry | None]] = []
     tasks: list[asyncio.Task[None]] = []
     for plan, action in todo:
-        if action == "download" and _small(run, plan):
+        if action == "download" and is_small(run, plan):
             in_bulk.append((plan, current.get(plan.key)))
         else:
             tasks.append(asyncio.create_task(
@@ -365,49 +303,6 @@ async def _refresh_quality(run: IngestRun) -> None:
         run.result.notes.append(f"quality refresh failed: {exc}")
 
 
-async def _discover(
-    dataset: Dataset, request: IngestRequest, archive: ArchiveClient
-) -> tuple[list[PlannedFile], list[PlannedFile]]:
-    """List symbols and files upstream and select those covering the request."""
-    symbols = list(request.symbols)
-    if not symbols:
-        for period in dataset.periods:
-            symbols += await archive.list_symbols(dataset.symbols_prefix(period))
-        symbols = sorted(set(symbols))
-    periods = [p for p in dataset.periods if request.period in ("auto", p)]
-    prefixes = [(symbol, period) for symbol in symbols for period in periods]
-    # Every listing at once (the client's semaphore bounds them): one after another, a
-    # hundred symbols cost a hundred round trips to the archive before the first download.
-    listings = await _all_or_none([
-        archive.list_all(dataset.archive_prefix(period, symbol, request.interval))
-        for symbol, period in prefixes
-    ])  # fmt: skip
-    by_symbol: dict[str, dict[str, list[ArchiveObject]]] = {symbol: {} for symbol in symbols}
-    for (symbol, period), (objects, _) in zip(prefixes, listings, strict=True):
-        by_symbol[symbol][period] = objects
-    planned: list[PlannedFile] = []
-    missing: list[PlannedFile] = []
-    for symbol, listed in by_symbol.items():
-        chosen, absent = select_files(
-            dataset, symbol, listed, start=request.start, end=request.end, mode=request.period
-        )
-        planned += chosen
-        missing += absent
-    return planned, missing
-
-
-async def _all_or_none(calls: list[Coroutine[object, object, _T]]) -> list[_T]:
-    """Await calls concurrently; on the first failure cancel the rest and raise it as is."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 async def _process(
     run: IngestRun,
     archive: ArchiveClient,
@@ -417,7 +312,7 @@ async def _process(
 ) -> None:
     """Fetch (or reuse) one file, parse it on the executor, and queue it for commit."""
     try:
-        if action == "download" and _can_stream(run, plan, previous):
+        if action == "download" and can_stream(run, plan, previous):
             await _process_streamed(run, archive, plan, previous)
         else:
             await _fetch_and_parse(run, archive, plan, action, previous)
@@ -425,11 +320,6 @@ async def _process(
         if run.awaiting_done(plan.key):
             schedule_batches(run)  # nothing more will arrive: share out what waits
     _arm_flush_timer(run)
-
-
-def _small(run: IngestRun, plan: PlannedFile) -> bool:
-    """Tell whether a file is fetched into memory with the other small files of the run."""
-    return not run.dataset.tick and plan.listed is not None and plan.listed.size <= SMALL_FILE_BYTES
 
 
 async def _fetch_small_files(
@@ -449,13 +339,13 @@ async def _fetch_small_files(
             plan, previous = by_key[key]
             try:
                 if isinstance(got, Body):
-                    entry = _verified_entry(run, plan, previous, got)
+                    entry = verified_entry(run, plan, previous, got)
                     if batched(run, entry):
                         hold(run, HeldFile(plan, entry, previous, body=got.data))
                     else:
                         landing.add(asyncio.create_task(_land(run, plan, entry, got, previous)))
-                elif isinstance(got, _FETCH_FAILURES):
-                    await _record_fetch_failure(run, plan, got)
+                elif isinstance(got, LakehouseError):
+                    await record_fetch_failure(run, plan, got)
                 else:
                     raise got
             finally:
@@ -480,13 +370,13 @@ async def _fetch_and_parse(
     try:
         if action == "download":
             async with run.download_slots:
-                entry, got = await _download(run, archive, plan, previous)
+                entry, got = await download(run, archive, plan, previous)
         else:
             assert previous is not None
             entry = previous.with_status("verified")
-            local = await _bronze_copy(run, plan, entry)
-    except _FETCH_FAILURES as exc:
-        await _record_fetch_failure(run, plan, exc)
+            local = await bronze_copy(run, plan, entry)
+    except LakehouseError as exc:
+        await record_fetch_failure(run, plan, exc)
         return
     if action == "download":
         await _land(run, plan, entry, got, previous)
@@ -508,8 +398,8 @@ async def _land(
         return
     try:
         local = await store(run, got, entry.bronze_path)
-    except _FETCH_FAILURES as exc:
-        await _record_fetch_failure(run, plan, exc)
+    except LakehouseError as exc:
+        await record_fetch_failure(run, plan, exc)
         return
     await _parse_stored(run, plan, entry, local, previous)
 
@@ -529,95 +419,6 @@ async def _parse_stored(
     await parse_file(run, plan, entry, local, previous)
 
 
-#: What fetching and storing one file may fail with (see `_record_fetch_failure`).
-_FETCH_FAILURES = (IntegrityError, SourceError, OSError, StorageError)
-
-
-async def _bronze_copy(run: IngestRun, plan: PlannedFile, entry: ManifestEntry) -> Path:
-    """Return a local file of a zip already in bronze, for a parse on this host's disk.
-
-    Workers on other hosts open the bronze object themselves (`file_steps.task_for` leaves
-    the path out of their tasks), so nothing is copied to the driver's disk for them.
-    """
-    target = run.workdir / "bronze" / plan.key
-    if run.remote_workers:
-        return target
-    return await asyncio.to_thread(run.lake.get_file, entry.bronze_path, target)
-
-
-async def _record_fetch_failure(
-    run: IngestRun, plan: PlannedFile, exc: IntegrityError | SourceError | OSError | StorageError
-) -> None:
-    """Give a file that could not be fetched or stored its outcome; the run goes on.
-
-    Bad bytes are quarantined; a file missing upstream is recorded as such; anything else
-    (retries exhausted, bronze refused) fails the file, to be retried on the next run.
-    """
-    if isinstance(exc, IntegrityError):
-        await quarantine_download(run, plan, exc)
-    elif isinstance(exc, NotFoundUpstreamError):
-        record_failure(run, plan, "missing_upstream", str(exc))
-    elif isinstance(exc, SourceError):
-        record_failure(run, plan, "failed", f"download failed after retries: {exc}")
-    else:
-        record_failure(run, plan, "failed", f"could not store in bronze: {exc}")
-
-
-async def _download(
-    run: IngestRun,
-    archive: ArchiveClient,
-    plan: PlannedFile,
-    previous: ManifestEntry | None,
-    on_body: Callable[[Path], None] | None = None,
-) -> tuple[ManifestEntry, Download | Body]:
-    """Download and verify a file; return its manifest entry and the verified bytes.
-
-    Small files are fetched into memory (a body), larger ones to a temp file (a download);
-    neither is in bronze yet (`file_steps.store`, or the batch worker for small bar files).
-    """
-    assert plan.listed is not None
-    got: Download | Body
-    if plan.listed.size <= SMALL_FILE_BYTES and on_body is None:
-        got = await archive.fetch(plan.key, run.download_dir)
-    else:
-        sha = await archive.fetch_checksum(plan.key)
-        got = await archive.download(plan.key, run.download_dir, sha, on_body=on_body)
-    return _verified_entry(run, plan, previous, got), got
-
-
-def _verified_entry(
-    run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None, got: Download | Body
-) -> ManifestEntry:
-    """Count a verified download, and return its manifest entry (a new revision if changed)."""
-    assert plan.listed is not None
-    run.progress.downloaded(got.size)
-    revision = 1
-    if previous is not None and previous.sha256:
-        revision = previous.revision if previous.sha256 == got.sha256 else previous.revision + 1
-    return ManifestEntry(
-        key=plan.key, table=run.dataset.table, symbol=plan.symbol, period=plan.period,
-        stamp=plan.stamp, status="verified", revision=revision,
-        bronze_path=bronze_path(plan.key, revision), sha256=got.sha256, size=got.size,
-        etag=plan.listed.etag, last_modified=plan.listed.last_modified,
-    )  # fmt: skip
-
-
-def _can_stream(run: IngestRun, plan: PlannedFile, previous: ManifestEntry | None) -> bool:
-    """Tell whether a file's parse may follow its download.
-
-    Large tick files only (they take the direct path), on executors sharing this host's disk,
-    and only for a first revision: a later one's number depends on the checksum's outcome.
-    """
-    return (
-        run.settings.tuning.stream_parse
-        and run.stream_capable
-        and run.dataset.tick
-        and plan.listed is not None
-        and plan.listed.size > SMALL_FILE_BYTES
-        and (previous is None or not previous.sha256)
-    )
-
-
 async def _process_streamed(
     run: IngestRun, archive: ArchiveClient, plan: PlannedFile, previous: ManifestEntry | None
 ) -> None:
@@ -631,18 +432,18 @@ async def _process_streamed(
     )
     try:
         async with run.download_slots:
-            entry, got = await _download(run, archive, plan, previous, on_body=stream.start)
+            entry, got = await download(run, archive, plan, previous, on_body=stream.start)
         local = await store(run, got, entry.bronze_path)
-    except _FETCH_FAILURES as exc:
+    except LakehouseError as exc:
         await stream.abandon()
-        await _record_fetch_failure(run, plan, exc)
+        await record_fetch_failure(run, plan, exc)
         return
     except BaseException:
         await asyncio.shield(stream.abandon())
         raise
     try:
         written = await stream.finish(local)
-    except PARSE_FAILURES as exc:
+    except LakehouseError as exc:
         record_parse_failure(run, plan, entry, previous, exc)
         return
     if written is None:

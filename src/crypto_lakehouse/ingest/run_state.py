@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
 
-from crypto_lakehouse.exceptions import ChecksumMismatchError, LakehouseError
+from crypto_lakehouse.exceptions import LakehouseError
 from crypto_lakehouse.ingest.results import FileOutcome, IngestResult
 from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
 from crypto_lakehouse.ingest.write import staged as silver
@@ -23,19 +22,18 @@ from crypto_lakehouse.ingest.write.bars import commit_bar_files, open_silver
 from crypto_lakehouse.ingest.write.supersede import report_batch_supersessions
 from crypto_lakehouse.ingest.write.ticks import DirectWrite, commit_tick_files
 from crypto_lakehouse.storage import delta as tables
-from crypto_lakehouse.storage.bronze import ManifestEntry, Status, quarantine_path
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
+    from datetime import datetime
     from pathlib import Path
 
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.datasets import Dataset
-    from crypto_lakehouse.exceptions import IntegrityError
     from crypto_lakehouse.ingest.parse.file import ParsedFile
     from crypto_lakehouse.ingest.plan import PlannedFile
     from crypto_lakehouse.ingest.progress import ProgressSink
-    from crypto_lakehouse.storage.bronze import Manifest
+    from crypto_lakehouse.storage.bronze import Manifest, ManifestEntry
     from crypto_lakehouse.storage.root import LakeRoot
 
 log = structlog.get_logger(__name__)
@@ -129,6 +127,8 @@ class IngestRun:
     tables_ready: asyncio.Task[None] | None = None
     #: Commits what waits after `commit_interval_seconds` (see `ingest._arm_flush_timer`).
     flush_timer: asyncio.Task[None] | None = None
+    #: The caller opted into process-wide tuning (`ingest(process_tuning=True)`, the CLI).
+    process_tuning: bool = False
 
 
 def superseded_event(previous: ManifestEntry | None, entry: ManifestEntry) -> ManifestEntry | None:
@@ -249,37 +249,3 @@ def _commit_batch(
     first_loads = all(superseded is None for _, _, superseded, _ in batch)
     return commit_bar_files(run.lake, run.dataset, [parsed for parsed, _ in pairs], writes,
                             first_loads=first_loads, delta=delta)  # fmt: skip
-
-
-async def quarantine_download(run: IngestRun, plan: PlannedFile, exc: IntegrityError) -> None:
-    """Keep the bad bytes under quarantine/ and record why, so nothing is lost or loaded."""
-    status: Status = (
-        "checksum_mismatch" if isinstance(exc, ChecksumMismatchError) else "quarantined"
-    )
-    kept = ""
-    if exc.path is not None and exc.path.exists():
-        kept = quarantine_path(plan.key, datetime.now(UTC))
-        await asyncio.to_thread(run.lake.put_file, exc.path, kept)
-        exc.path.unlink(missing_ok=True)
-    reason = f"{type(exc).__name__}: {exc}"
-    run.pending_events.append(
-        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
-                      status, bronze_path=kept, reason=reason,
-                      etag=plan.listed.etag if plan.listed else "",
-                      last_modified=plan.listed.last_modified if plan.listed else "")
-    )  # fmt: skip
-    run.result.files.append(FileOutcome(plan.key, status, reason=reason))  # type: ignore[arg-type]
-    run.progress.file_done(plan.key, status)
-    log.warning("download_quarantined", key=plan.key, status=status, reason=reason)
-
-
-def record_failure(run: IngestRun, plan: PlannedFile, outcome: str, reason: str) -> None:
-    """Record a file that could not be fetched; it is retried on the next run."""
-    status: Status = "failed" if outcome == "failed" else "missing_upstream"
-    run.pending_events.append(
-        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
-                      status, reason=reason)
-    )  # fmt: skip
-    run.result.files.append(FileOutcome(plan.key, outcome, reason=reason))  # type: ignore[arg-type]
-    run.progress.file_done(plan.key, outcome)
-    log.warning("download_failed", key=plan.key, reason=reason)

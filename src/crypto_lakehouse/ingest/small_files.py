@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from crypto_lakehouse.exceptions import FormatError, IntegrityError, StorageError
+from crypto_lakehouse.exceptions import LakehouseError
+from crypto_lakehouse.ingest.failures import record_fetch_failure
 from crypto_lakehouse.ingest.file_steps import body_path, parse_file, store_body, task_for
 from crypto_lakehouse.ingest.parse.batch import BatchFile, BatchRejected, store_and_parse_batch
 from crypto_lakehouse.ingest.run_state import (
     HeldFile,
     IngestRun,
     commit_pending,
-    record_failure,
     superseded_event,
 )
+from crypto_lakehouse.ingest.runtime.executor import InWorker
 from crypto_lakehouse.ingest.write import staged as silver
 
 if TYPE_CHECKING:
@@ -157,9 +158,9 @@ async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
     writes = None
     try:
         writes = await loop.run_in_executor(
-            run.executor, store_and_parse_batch, files, run.lake, uri
+            run.executor, InWorker(store_and_parse_batch), files, run.lake, uri
         )
-    except (BatchRejected, FormatError, IntegrityError, OSError, StorageError) as exc:
+    except (BatchRejected, LakehouseError) as exc:
         # A bad file, or the lake refusing a write: each file then gets its own outcome.
         log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
         for held in batch:
@@ -191,7 +192,7 @@ async def _parse_held(run: IngestRun, held: HeldFile) -> None:
         assert held.body is not None
         try:
             local = await asyncio.to_thread(store_body, run, held.body, held.entry.bronze_path)
-        except (OSError, StorageError) as exc:
-            record_failure(run, held.plan, "failed", f"could not store in bronze: {exc}")
+        except LakehouseError as exc:
+            await record_fetch_failure(run, held.plan, exc)
             return
     await parse_file(run, held.plan, held.entry, local, held.previous)

@@ -146,7 +146,7 @@ def _open(lake: LakeRoot, layer: str, table: str) -> DeltaTable:
     return delta
 
 
-def optimize_table(
+def optimize_table(  # noqa: PLR0913 - keyword options, one per `lakehouse optimize` flag
     lake: LakeRoot,
     layer: str,
     table: str,

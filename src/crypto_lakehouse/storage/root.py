@@ -115,17 +115,31 @@ class LakeRoot:
             raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
 
     def _replace_local(self, relative: str, write: Callable[[Path], object]) -> None:
-        """Write a local object through a temp name in its folder (`replace_file`)."""
-        replace_file(Path(self.uri) / relative, write)
+        """Write a local object through a temp name in its folder (`replace_file`).
+
+        Raises:
+            StorageError: the disk refused the write (the OS error is its cause).
+        """
+        try:
+            replace_file(Path(self.uri) / relative, write)
+        except OSError as exc:
+            raise StorageError(f"could not write {self.uri_of(relative)}: {exc}") from exc
 
     def get_file(self, relative: str, local: Path) -> Path:
-        """Copy an object of the lake to a local path and return it (no copy on local disk)."""
+        """Copy an object of the lake to a local path and return it (no copy on local disk).
+
+        Raises:
+            StorageError: the object could not be read or the copy written.
+        """
         if not self.is_s3:
             return Path(self.uri) / relative
         fs, base = self.filesystem()
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(f"{base}/{relative}") as source, local.open("wb") as sink:
-            shutil.copyfileobj(source, sink, 8 << 20)  # type: ignore[misc]
+        try:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(f"{base}/{relative}") as source, local.open("wb") as sink:
+                shutil.copyfileobj(source, sink, 8 << 20)  # type: ignore[misc]
+        except OSError as exc:
+            raise StorageError(f"could not read {self.uri_of(relative)}: {exc}") from exc
         return local
 
     def open_input(self, relative: str) -> pa.NativeFile:

@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from crypto_lakehouse.exceptions import StorageError
 from crypto_lakehouse.ingest.parse import batch as parse_batch
 from crypto_lakehouse.ingest.parse.batch import (
     BatchFile,
@@ -206,7 +207,7 @@ def test_a_refused_bronze_write_stops_the_batch_before_any_silver_file(
     task = _task(tmp_path, "2021-03-01", kline_csv("2021-03-01", minutes=5))
     data = Path(task.zip_path).read_bytes()
     table = lake.table_uri("silver", "spot_klines")
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match=r"bronze/blocked/x\.zip"):
         store_and_parse_batch([BatchFile(task, data, "bronze/blocked/x.zip")], lake, table)
     assert not list((tmp_path / "lake").rglob("*.parquet"))
 

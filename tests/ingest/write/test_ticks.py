@@ -18,6 +18,7 @@ from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.ingest.write import ticks as direct
 from crypto_lakehouse.ingest.write.ticks import split_days, write_tick_files
 from crypto_lakehouse.query.engine import QueryEngine
+from crypto_lakehouse.storage.delta import file_statistics
 from crypto_lakehouse.storage.root import LakeRoot
 from tests.servers.archive_files import make_zip, publish
 
@@ -319,6 +320,6 @@ def test_file_statistics_leave_out_what_the_footer_does_not_know(tmp_path: Path)
     with pq.ParquetWriter(tmp_path / "f.parquet", table.schema, write_statistics=["price"],
                           metadata_collector=footer) as writer:  # fmt: skip
         writer.write_table(table, row_group_size=2)
-    stats = direct.file_statistics(footer[0], table.schema)
+    stats = file_statistics(footer[0], table.schema)
     assert stats == {"numRecords": 3, "minValues": {"price": 1.0}, "maxValues": {"price": 2.0},
                      "nullCount": {"price": 1}}  # fmt: skip

@@ -29,17 +29,17 @@ import numpy.ma
 import polars as pl
 
 from crypto_lakehouse.datasets import TIMESTAMP, get_dataset
-from crypto_lakehouse.ingest.parse.file import (
-    ARCHIVE_SOURCE,
-    ParsedFile,
-    ParseTask,
-    period_bounds,
+from crypto_lakehouse.ingest.parse.file import ParsedFile, ParseTask
+from crypto_lakehouse.ingest.parse.rows import (
+    batch_constant_lineage,
+    batch_lineage,
+    batch_problems,
+    span_within_period,
 )
 from crypto_lakehouse.ingest.write.ticks import DirectWrite, split_partitions, write_partitions
 from crypto_lakehouse.sources.binance.archive.formats import (
     MICROS_THRESHOLD,
     read_schema,
-    required_columns,
     split_header,
 )
 from crypto_lakehouse.sources.binance.archive.zipstream import read_csv_member
@@ -138,23 +138,6 @@ def _read_joined(joined: bytes, dataset: Dataset) -> pl.DataFrame:
         return pl.DataFrame(schema=schema).select(kept)
     scan = pl.scan_csv(joined, has_header=False, schema=schema, quote_char='"')
     return scan.select(kept).collect()
-
-
-def _lineage_columns(tasks: Sequence[ParseTask], index: pl.Series) -> list[pl.Series]:
-    """Return each row's per-file lineage (bronze key, revision), gathered by file index.
-
-    The bronze key is an enum of the batch's keys, not a categorical: Parquet gets it as a
-    dictionary column either way, but a categorical's conversion to Arrow went row by row
-    (~1 ms per 72,000 rows), an enum's is its indices and its values as they are. Symbol and
-    interval are not gathered here: they are the partition columns, which the Parquet files
-    do not hold (`_partition_slices` adds them only where it must split by them).
-    """
-    keys = [t.key for t in tasks]
-    columns = [
-        pl.Series("_bronze_key", keys, dtype=pl.Enum(list(dict.fromkeys(keys)))),
-        pl.Series("_revision", [t.revision for t in tasks], dtype=pl.Int64),
-    ]
-    return [column.gather(index) for column in columns]
 
 
 def _partition_columns(
@@ -281,7 +264,7 @@ def _parse_batch(
         raise BatchRejected("rows and lines differ (a line break inside quotes)")
     file_index = pl.Series("_file", np.repeat(np.arange(len(counts), dtype=np.uint32), counts))
     frame = _typed(raw.with_columns(file_index), dataset)
-    frame = frame.with_columns(_lineage_columns(tasks, file_index))
+    frame = frame.with_columns(batch_lineage(tasks, file_index))
     _validate(frame, dataset)
     key = ["_file", *(c for c in dataset.primary_key if c not in ("symbol", "interval"))]
     if key == ["_file", dataset.time_column] and _rising_in_each_file(frame, dataset):
@@ -344,18 +327,11 @@ def _same_file_as_previous_row() -> pl.Expr:
 
 
 def _validate(frame: pl.DataFrame, dataset: Dataset) -> None:
-    """Reject the batch on empty required cells or units mixed inside a file.
+    """Reject the batch when a row breaks a rule of `rows` (each file then parses alone).
 
     Rows outside their file's period are found from each file's bounds (`_check_periods`).
     """
-    required = required_columns(dataset)
-    problems = frame.select(
-        pl.any_horizontal(pl.col(required).is_null()).any().alias("nulls"),
-        ((pl.col("_us") != pl.col("_us").shift(1)) & _same_file_as_previous_row())
-        .any()
-        .alias("mixed"),
-    ).row(0, named=True)
-    bad = [name for name, hit in problems.items() if hit]
+    bad = batch_problems(frame, dataset)
     if bad:
         raise BatchRejected(", ".join(bad))
 
@@ -367,10 +343,7 @@ def _check_periods(tasks: Sequence[ParseTask], stats: Sequence[_FileStats]) -> N
     rows when its times rise), so no per-row copy of the period bounds is gathered.
     """
     for task, (_, _, low, high, _) in zip(tasks, stats, strict=True):
-        if low is None or high is None:
-            continue
-        start, end = period_bounds(task.period, task.stamp)
-        if low < start or high > end:
+        if not span_within_period(task, low, high):
             raise BatchRejected(f"outside: {task.key} has rows outside {task.stamp}")
 
 
@@ -440,8 +413,6 @@ def _silver(frame: pl.DataFrame, dataset: Dataset, task: ParseTask) -> pl.DataFr
     """Return one partition's rows with the constant lineage columns, in silver column order,
     without the partition columns (the folder holds them)."""
     partitions = set(dataset.partition_by)
-    return frame.with_columns(
-        pl.lit("archive", dtype=ARCHIVE_SOURCE).alias("_source"),
-        pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
-        pl.lit(False).alias("_provisional"),
-    ).select([name for name in dataset.silver_schema() if name not in partitions])
+    return frame.with_columns(batch_constant_lineage(task)).select(
+        [name for name in dataset.silver_schema() if name not in partitions]
+    )

@@ -8,9 +8,7 @@ touches Delta: workers may be separate processes or Dask workers; the committer 
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -18,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from crypto_lakehouse.datasets import TIMESTAMP, Dataset, get_dataset
-from crypto_lakehouse.exceptions import FormatError
+from crypto_lakehouse.ingest.parse.rows import archive_lineage, check_period, period_bounds
 from crypto_lakehouse.ingest.write import staging
 from crypto_lakehouse.sources.binance.archive.formats import TimeUnit, parse_chunk, split_header
 from crypto_lakehouse.sources.binance.archive.zipstream import (
@@ -29,9 +27,13 @@ from crypto_lakehouse.sources.binance.archive.zipstream import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import datetime
 
     from crypto_lakehouse.sources.binance.archive.growing import GrowingSource
     from crypto_lakehouse.storage.root import LakeRoot
+
+
+__all__ = ["FileParser", "ParseTask", "ParsedFile", "parse_to_stage", "period_bounds"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,9 @@ class ParseTask:
     #: Set for the same workers: `staged_path` is then a path in this lake (`staging`), which
     #: the driver reads back, instead of a path on the driver's disk.
     stage_lake: LakeRoot | None = None
+    #: Hand freed memory back to the system after the file (`heap.release_free_memory`): a
+    #: process-wide call, made only when the caller opted into process tuning (the CLI).
+    release_memory: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,89 +80,22 @@ class ParsedFile:
     csv_bytes: int
 
 
-@functools.lru_cache(maxsize=8192)
-def period_bounds(period: str, stamp: str) -> tuple[datetime, datetime]:
-    """Return the [start, end] instants a file may cover; `end` is the next period's start.
-
-    Cached: batches ask for the same days of every symbol. Parsed with `date.fromisoformat`,
-    not `strptime`, whose first call in a process imports `_strptime` and builds its locale
-    tables (7-10 ms, in the first batch, the other batch thread waiting on the import lock).
-
-    The end is inclusive because end-of-period labelled files (UM metrics before 2026-06-25)
-    put the next midnight into the day's file (binance-archive.md §2.8).
-
-    Raises:
-        ValueError: a stamp not shaped `YYYY-MM-DD` (daily) or `YYYY-MM` (monthly).
-    """
-    daily = period == "daily"
-    shaped = len(stamp) == 10 and stamp[4] == stamp[7] == "-" if daily else (
-        len(stamp) == 7 and stamp[4] == "-"
-    )  # fmt: skip
-    if not shaped:
-        raise ValueError(f"{period} stamp {stamp!r} is not {'YYYY-MM-DD' if daily else 'YYYY-MM'}")
-    day = date.fromisoformat(stamp if daily else f"{stamp}-01")
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    if daily:
-        return start, start + timedelta(days=1)
-    following = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return start, following
-
-
-#: The lineage source of archive rows as an enum (see `_finish`).
-ARCHIVE_SOURCE = pl.Enum(["archive"])
-
-
 def _finish(
     frame: pl.DataFrame, dataset: Dataset, task: ParseTask, *, enum_lineage: bool = False
 ) -> pl.DataFrame:
-    """Add symbol, interval, derived time, day partition and lineage columns in silver order.
+    """Add symbol, interval, day partition and lineage (`rows.archive_lineage`) in silver order.
 
-    Constant lineage text is dictionary-encoded (one value, n indices): materialising the
-    archive key on millions of rows cost more than parsing them. Delta stores it as text.
-    With `enum_lineage` it is an enum of its one value: polars exports a categorical to Arrow
-    row by row (3.4 % of a large file's ingest), an enum as its indices and values. Frames
-    that are concatenated later keep categoricals: enums of other values do not concatenate.
     Partition columns stay plain strings: delta-rs cannot partition on dictionaries.
     """
     extra: list[pl.Expr] = [pl.lit(task.symbol).alias("symbol")]
     if dataset.has_interval:
         extra.append(pl.lit(task.interval).alias("interval"))
     frame = frame.with_columns(extra)
-    source, key = (ARCHIVE_SOURCE, pl.Enum([task.key])) if enum_lineage else (
-        pl.Categorical(), pl.Categorical())  # fmt: skip
-    lineage = [
-        pl.lit("archive", dtype=source).alias("_source"),
-        pl.lit(task.key, dtype=key).alias("_bronze_key"),
-        pl.lit(task.revision, dtype=pl.Int64).alias("_revision"),
-        pl.lit(task.ingested_at, dtype=TIMESTAMP).alias("_ingested_at"),
-        pl.lit(False).alias("_provisional"),
-    ]
+    lineage = archive_lineage(task, enum=enum_lineage)
     if dataset.tick:
         lineage.append(pl.col(dataset.time_column).dt.date().alias("date"))
     frame = frame.with_columns(lineage)
     return frame.select(list(dataset.silver_schema()))
-
-
-def _check_period(
-    frame: pl.DataFrame, dataset: Dataset, task: ParseTask, first_line: int, *, strict: bool
-) -> None:
-    """Reject rows whose time lies outside the file's period: a wrong or mixed-up file.
-
-    `strict` excludes the next period's first instant, which only end-labelled files use.
-    """
-    start, end = period_bounds(task.period, task.stamp)
-    times = frame[dataset.time_column]
-    late = (times >= end) if strict else (times > end)
-    outside = ((times < start) | late).arg_true()
-    if outside.len():
-        row = int(outside[0])
-        raise FormatError(
-            f"line {first_line + row}: {dataset.time_column} {times[row]} lies outside "
-            f"the file's period {task.stamp}",
-            line=first_line + row,
-            column=dataset.time_column,
-            value=str(times[row]),
-        )
 
 
 class FileParser:
@@ -226,7 +164,7 @@ class FileParser:
                         "time"
                     )
                 )
-            _check_period(frame, self.dataset, self.task, line, strict=self._strict)
+            check_period(frame, self.dataset, self.task, line, strict=self._strict)
             line += frame.height
             unique, next_key = _deduplicate(frame, self.dataset, last_key)
             self._ordered = self._ordered and next_key is not None and unique is frame

@@ -9,9 +9,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
-from crypto_lakehouse.exceptions import ConfigurationError
+from crypto_lakehouse.exceptions import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,6 +25,26 @@ _T = TypeVar("_T")
 def worker_count(requested: int) -> int:
     """Return the number of workers: the request, or one per core when it is 0."""
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class InWorker(Generic[_P, _T]):
+    """A worker's task that translates the lake's OSError into `StorageError` at this boundary.
+
+    A worker reads bronze and writes silver through pyarrow's filesystems, which raise
+    OSError (a refused S3 part, a full disk); the run decides a file's status by the
+    exception's class (`ingest.failures`), so the worker hands back the lakehouse's own.
+    Picklable when `fn` is (spawned processes, Dask).
+    """
+
+    fn: Callable[_P, _T]
+
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run the task; raise `StorageError` from an OSError."""
+        try:
+            return self.fn(*args, **kwargs)
+        except OSError as exc:
+            raise StorageError(f"lake error in a worker: {exc}") from exc
 
 
 def make_executor(

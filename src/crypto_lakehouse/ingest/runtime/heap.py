@@ -1,5 +1,8 @@
 """Tune the heap for pipeline work: fewer GC walks during a run, free memory handed back.
 
+Both change the whole process, so only a process that owns itself may ask for them: the CLI
+entry point opts in (`ingest(..., process_tuning=True)`); a library call never does.
+
 `frozen_heap`: an ingest allocates hundreds of thousands of short-lived containers (HTTP
 responses, futures, per-file records), so the collector runs often, and each full collection
 walks every object alive in the process, most of them created by importing polars, pyarrow

@@ -23,7 +23,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import structlog
-from deltalake.transaction import AddAction, RemoveAction
 
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.ingest.write import staging
@@ -43,7 +42,8 @@ if TYPE_CHECKING:
 
     from crypto_lakehouse.datasets import Dataset
     from crypto_lakehouse.ingest.parse.file import ParsedFile
-    from crypto_lakehouse.ingest.write.ticks import DataFile, DirectWrite
+    from crypto_lakehouse.ingest.write.ticks import DirectWrite
+    from crypto_lakehouse.storage.delta import DataFile
     from crypto_lakehouse.storage.root import LakeRoot
 
 log = structlog.get_logger(__name__)
@@ -121,17 +121,9 @@ def _overlaps(delta: DeltaTable, parsed: Sequence[ParsedFile]) -> bool:
     return False
 
 
-@tables.commit_retry
 def _append(delta: DeltaTable, dataset: Dataset, files: Sequence[DataFile]) -> int:
-    """Add worker-written files to the table in one append transaction."""
-    delta.update_incremental()
-    actions: list[AddAction | RemoveAction] = [
-        AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats)
-        for f in files
-    ]
-    delta.create_write_transaction(
-        actions, mode="append", schema=delta.schema(), partition_by=list(dataset.partition_by)
-    )
+    """Add worker-written files to the table in one append transaction; return the version."""
+    tables.add_files(delta, files, partition_by=list(dataset.partition_by))
     delta.update_incremental()
     return delta.version()
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
-from crypto_lakehouse.datasets import TIMESTAMP
+from crypto_lakehouse.ingest.parse.rows import provisional_lineage
 from crypto_lakehouse.storage import delta as tables
 from crypto_lakehouse.storage.partitions import literal, scan
 
@@ -120,12 +120,9 @@ def to_silver(
         A frame whose schema equals `spec.schema`; columns the source lacks are null, and
         partition columns such as `date` are derived from the time column.
     """
-    lineage: dict[str, pl.Expr] = {
-        "_source": pl.lit(source, dtype=pl.String),
-        "_bronze_key": pl.lit(bronze_key, dtype=pl.String),
-        "_revision": pl.lit(1, dtype=pl.Int64),
-        "_ingested_at": pl.lit(ingested_at.astimezone(UTC), dtype=TIMESTAMP),
-        "_provisional": pl.lit(True),
+    lineage = {
+        column.meta.output_name(): column
+        for column in provisional_lineage(source, bronze_key, ingested_at)
     }
     columns: list[pl.Expr] = []
     for name, dtype in spec.schema.items():
