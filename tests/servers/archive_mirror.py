@@ -15,7 +15,7 @@ alone, as it runs against the real archive.
 It serves what a plain mirror (nginx over a copy of the archive, a MinIO bucket) serves, in
 the same bytes as the stand-in: GET and HEAD of objects under /data/ with Content-Length,
 ETag, Last-Modified and Content-Type; If-None-Match (304); S3 ListObjects v1 pages at
-/data.binance.vision (`archive_server.render_listing`); S3 XML errors (404, 405, 400).
+/data.binance.vision (`s3_objects.render_listing`); S3 XML errors (404, 405, 400).
 HTTP/1.1 keep-alive, HTTP/1.0 and `Connection: close`. Big objects (> CHUNK_SIZE) go from
 disk with os.sendfile. There is no fault injection and no request log: tests that need
 those use `archive_server.ArchiveServer`, and `tests/servers/test_archive_mirror.py` checks
@@ -32,20 +32,20 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import unquote
 
-from tests.servers.archive_server import (
-    _BACKLOG,
-    _BUCKET_PATH,
-    _SERVER,
+from tests.servers.lifecycle import LoopThreadServer
+from tests.servers.s3_objects import (
+    BACKLOG,
     BUCKET,
+    BUCKET_PATH,
     CHUNK_SIZE,
-    _error_xml,
-    _etag_matches,
-    _EtagCache,
-    _regular_file_stat,
+    SERVER_NAME,
+    EtagCache,
+    error_xml,
+    etag_matches,
     locate,
+    regular_file_stat,
     render_listing,
 )
-from tests.servers.lifecycle import LoopThreadServer
 
 #: A request head longer than this is refused (431), as servers bound their header buffers.
 MAX_HEAD_BYTES = 16 << 10
@@ -74,7 +74,7 @@ class _Answer:
         self.body = body
         self.file = file
         self.length = len(body) if length is None else length
-        lines = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Server: {_SERVER}"]
+        lines = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Server: {SERVER_NAME}"]
         if status != 304:  # as the stand-in (aiohttp) answers; RFC 9110 8.6 allows either
             lines.append(f"Content-Length: {self.length}")
         lines += [f"{name}: {value}" for name, value in headers.items()]
@@ -115,7 +115,7 @@ class ArchiveMirror(LoopThreadServer):
         self.page_size = page_size
         self._root = str(self.root).rstrip("/")
         self._port = port
-        self._etags = _EtagCache()
+        self._etags = EtagCache()
         self._objects: dict[str, _Object] = {}
         self._dates = _Dates()
 
@@ -142,19 +142,19 @@ class ArchiveMirror(LoopThreadServer):
         """Return the answer to a request (the loop's thread only: no locks)."""
         if method not in (b"GET", b"HEAD"):
             return _Answer(405, {"Content-Type": "application/xml", "Allow": "GET, HEAD"},
-                           _error_xml(405, "The specified method is not allowed against "
+                           error_xml(405, "The specified method is not allowed against "
                                            "this resource."))  # fmt: skip
         raw_path, _, query = target.decode("latin-1").partition("?")
         path = unquote(raw_path)
-        if path.rstrip("/") == _BUCKET_PATH:
+        if path.rstrip("/") == BUCKET_PATH:
             status, body = render_listing(self._root, self._etags, query,
                                           page_size=self.page_size)  # fmt: skip
             return _xml_answer(status, body)
         found = self._object(path)
         if found is None:
-            return _xml_answer(404, _error_xml(404, "The specified key does not exist.",
+            return _xml_answer(404, error_xml(404, "The specified key does not exist.",
                                                path.lstrip("/")))  # fmt: skip
-        if inm is not None and _etag_matches(inm, found.etag):
+        if inm is not None and etag_matches(inm, found.etag):
             return found.not_modified
         return found.ok
 
@@ -165,11 +165,11 @@ class ArchiveMirror(LoopThreadServer):
         """
         cached = self._objects.get(path)
         if cached is not None:
-            st = _regular_file_stat(cached.file)
+            st = regular_file_stat(cached.file)
             if st is not None and cached.signature == (st.st_ino, st.st_mtime_ns, st.st_size):
                 return cached
         located = locate(self._root, path)
-        st = _regular_file_stat(located[0]) if located is not None else None
+        st = regular_file_stat(located[0]) if located is not None else None
         if located is None or st is None:
             self._objects.pop(path, None)
             return None
@@ -190,7 +190,7 @@ class ArchiveMirror(LoopThreadServer):
         try:
             server = await asyncio.get_running_loop().create_server(
                 lambda: _Connection(self, connections), self.host, self._port,
-                reuse_address=True, backlog=_BACKLOG,
+                reuse_address=True, backlog=BACKLOG,
             )  # fmt: skip
         except BaseException as exc:  # e.g. the port is taken: raised again by start()
             failure.append(exc)
@@ -262,7 +262,7 @@ class _Connection(asyncio.Protocol):
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > MAX_HEAD_BYTES:
-                    self._send(_xml_answer(431, _error_xml(400, "Request header too large.")),
+                    self._send(_xml_answer(431, error_xml(400, "Request header too large.")),
                                head_only=False, keep_alive=False)  # fmt: skip
                 return
             head = bytes(self._buffer[:end])
@@ -274,7 +274,7 @@ class _Connection(asyncio.Protocol):
         line, _, fields = head.partition(b"\r\n")
         parts = line.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            self._send(_xml_answer(400, _error_xml(400, "Malformed request line.")),
+            self._send(_xml_answer(400, error_xml(400, "Malformed request line.")),
                        head_only=False, keep_alive=False)  # fmt: skip
             return
         method, target, version = parts
@@ -290,7 +290,7 @@ class _Connection(asyncio.Protocol):
         try:
             answer = self._mirror.answer(method, target, _field(fields, lowered, b"if-none-match"))
         except Exception as exc:  # answered, as S3 answers its own failures
-            answer = _xml_answer(500, _error_xml(500, f"{type(exc).__name__}: {exc}"))
+            answer = _xml_answer(500, error_xml(500, f"{type(exc).__name__}: {exc}"))
         if answer.status in (405, 500):
             keep_alive = False
         head_only = method == b"HEAD"
