@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import metadata
 from typing import TYPE_CHECKING, Final
 
 import structlog
@@ -92,6 +91,8 @@ class MigrationResult:
 
 def package_version() -> str:
     """Return the installed package version recorded as `written_by` (`unknown` from source)."""
+    from importlib import metadata  # ~7 ms to import: only writers pay it
+
     try:
         return metadata.version("crypto-lakehouse")
     except metadata.PackageNotFoundError:
