@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -185,11 +184,11 @@ def test_sigterm_mid_batch_loses_nothing_already_received(tmp_path: Path) -> Non
              ",".join(SYMBOLS), "--streams", "kline_1m", "--flush-seconds", "60"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while ws.sent < len(closed) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)  # the frames are received; the 60 s flush timer is far away
-        proc.send_signal(signal.SIGTERM)
+        while ws.sent < len(closed):  # each pong is a moment to look again, not a timer
+            assert ws.wait_for_pongs(ws.pongs + 1, timeout=30), "the client stopped answering"
+        # A ping sent from now on follows the last frame: its pong says the client read them all.
+        assert ws.wait_for_pongs(ws.pongs + 2, timeout=30)
+        proc.send_signal(signal.SIGTERM)  # the 60 s flush timer is far away
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
