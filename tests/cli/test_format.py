@@ -18,9 +18,21 @@ if TYPE_CHECKING:
     from tests.servers.archive_server import ArchiveServer
 
 
+# Closed local ports for every endpoint: a refused command must fail before it reaches one.
+NOWHERE = {
+    f"LAKEHOUSE_BINANCE_{name}": url
+    for name, url in {
+        "ARCHIVE_URL": "http://127.0.0.1:9",
+        "LISTING_URL": "http://127.0.0.1:9",
+        "SPOT_API_URL": "http://127.0.0.1:9",
+        "SPOT_WS_URL": "ws://127.0.0.1:9",
+    }.items()
+}
+
+
 def root_env(root: str) -> dict[str, str]:
     """Return the environment of a CLI run against `root` (S3 credentials included)."""
-    return {**os.environ, "LAKEHOUSE_ROOT": root}
+    return {**os.environ, **NOWHERE, "LAKEHOUSE_ROOT": root}
 
 
 def test_ingest_stamps_the_lake_it_writes(lake_root: str, archive: ArchiveServer) -> None:
@@ -55,8 +67,17 @@ def test_a_writing_command_stamps_an_unversioned_lake(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [("status",), ("sql", "SELECT 1"), ("optimize",), ("migrate",), (*KLINES,)],
-    ids=["status", "sql", "optimize", "migrate", "ingest"],
+    [
+        ("status",),
+        ("sql", "SELECT 1"),
+        ("optimize",),
+        ("migrate",),
+        (*KLINES,),
+        ("update", "spot", "klines", "--symbols", "BTCUSDT", "--interval", "1m"),
+        ("stream", "spot", "--symbols", "BTCUSDT", "--duration", "1"),
+        ("gold", "build"),
+    ],
+    ids=["status", "sql", "optimize", "migrate", "ingest", "update", "stream", "gold"],
 )
 def test_a_lake_of_a_newer_format_is_refused_with_exit_2(
     tmp_path: Path, command: tuple[str, ...]

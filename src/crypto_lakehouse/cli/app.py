@@ -73,7 +73,6 @@ def ingest(  # noqa: PLR0913 - typer maps each parameter to one flag of the comm
 
     try:
         settings = settings_for(root, workers=workers, download_concurrency=download_concurrency)
-        lake_for(settings, write=True)
         request = IngestRequest(
             market=market,
             data_type=data_type,
@@ -272,7 +271,6 @@ def update(
             end=None if end.lower() == "now" else date.fromisoformat(end),
         )
         settings = settings_for(root)
-        lake_for(settings, write=True)
         with live_render.UpdateProgressBars() as progress:
             result = asyncio.run(run_update(request, settings, progress=progress))
     except (LakehouseError, KeyError, ValueError) as exc:
@@ -310,7 +308,6 @@ def stream(
             duration=duration,
         )
         settings = settings_for(root)
-        lake_for(settings, write=True)
         with live_render.StreamStatus() as status_line:
             result = asyncio.run(
                 run_stream(request, settings, handle_signals=True, observer=status_line.update)

@@ -29,6 +29,8 @@ def lake_for(settings: Settings, *, write: bool) -> LakeRoot:
     """Open the settings' lake after checking its format, so no command misreads a newer lake.
 
     A writing command stamps an unversioned lake first; a read-only one never writes.
+    `ingest`, `update` and `stream` need no call: their pipelines check the lake themselves,
+    after validating the request (so a mistyped flag writes nothing).
 
     Raises:
         LakeFormatError: the lake is newer than this package, or needs `lakehouse migrate`.
