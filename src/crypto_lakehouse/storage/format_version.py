@@ -130,12 +130,12 @@ def read_format(lake: LakeRoot) -> LakeFormat:
         LakeFormatError: the format file is unreadable as JSON.
         StorageError: the lake could not be read.
     """
-    if not lake.exists(FORMAT_KEY):
-        return LakeFormat(UNVERSIONED, "")
     try:
+        if not lake.exists(FORMAT_KEY):
+            return LakeFormat(UNVERSIONED, "")
         with lake.open_input(FORMAT_KEY) as source:
             data = source.read()
-    except OSError as exc:
+    except OSError as exc:  # an unreachable S3 endpoint, a denied permission
         raise StorageError(f"could not read {lake.uri_of(FORMAT_KEY)}: {exc}") from exc
     return parse_format(data, lake.uri_of(FORMAT_KEY))
 
