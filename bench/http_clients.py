@@ -1,12 +1,17 @@
-"""Benchmark the small-GET clients: fetch 300 daily zips and their CHECKSUMs (600 GETs).
+"""Benchmark the archive client's small GETs: 300 daily zips and their CHECKSUMs (600 GETs).
 
-`ArchiveClient.fetch` runs with each `http_client` (libcurl in its thread, aiohttp on the
-event loop), file by file, and `bulk_fetch.fetch_many` puts every first GET in one libcurl
-bulk (what an ingest of small files does), against the archive stand-in in its own process,
-the clients taking turns round after round. A bare aiohttp loop over the same 600 URLs is the
-baseline of the same run: the least a Python client on the event loop does per GET. Reported
-per client: wall time, this process's CPU time (every thread), and the paired ratio to the
-aiohttp client.
+`ArchiveClient.fetch` file by file, and `bulk_fetch.fetch_many` (what an ingest of small
+files does), against a bare aiohttp loop over the same 600 URLs, the baseline of the same
+run: the least a Python client on the event loop does per GET. The archive stand-in runs in
+its own process; the steps take turns round after round. Reported per step: wall time, this
+process's CPU time (every thread), and the paired ratio to the bare loop.
+
+aiohttp is the one HTTP client of the sources. libcurl (pycurl, in a thread beside the loop)
+was removed after the paired end-to-end ingest benchmark showed no gain of 15 % or more:
+`bench/paired.py --rounds 6 --variant "curl:http_client=curl" --variant
+"aiohttp:http_client=aiohttp"` (and both with `latency_ms=10`), on the code before its
+removal, 2026-12-08, 2-core VM: curl/aiohttp per-round ratio medians 1.13 and 1.04 with no
+latency, 1.06 and 0.90 at 10 ms (two runs; curl at best 10 % faster, at worst 13 % slower).
 
     .venv/bin/python bench/http_clients.py --rounds 9 --latency-ms 0
 """
@@ -31,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CLIENTS = ("curl", "aiohttp")
+STEPS = ("bare aiohttp", "fetch", "fetch_many")
 
 
 def _cpu_seconds() -> float:
@@ -54,26 +59,26 @@ async def _bare_aiohttp(urls: list[str], concurrency: int) -> int:
         return sum(await asyncio.gather(*(one(url) for url in urls)))
 
 
-async def _fetch_all(served: Any, keys: list[str], client: str, spill: Path) -> int:
-    """Fetch every key (zip and CHECKSUM, verified) with one `http_client`."""
+async def _fetch_all(served: Any, keys: list[str], spill: Path) -> int:
+    """Fetch every key (zip and CHECKSUM, verified) with `ArchiveClient.fetch`, file by file."""
     from crypto_lakehouse.config import load_settings
     from crypto_lakehouse.sources.binance.archive.client import ArchiveClient
 
     settings = load_settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
-                        binance_listing_url=served.listing_url, http_client=client)  # fmt: skip
+                             binance_listing_url=served.listing_url)  # fmt: skip
     async with ArchiveClient(settings) as archive:
         bodies = await asyncio.gather(*(archive.fetch(key, spill) for key in keys))
     return sum(body.size for body in bodies)
 
 
-async def _fetch_bulk(served: Any, keys: list[str], spill: Path) -> int:
-    """Fetch every key through one libcurl bulk (`bulk_fetch.fetch_many`), as an ingest does."""
+async def _fetch_many(served: Any, keys: list[str], spill: Path) -> int:
+    """Fetch every key through `bulk_fetch.fetch_many`, as an ingest does."""
     from crypto_lakehouse.config import load_settings
     from crypto_lakehouse.sources.binance.archive.bulk_fetch import fetch_many
     from crypto_lakehouse.sources.binance.archive.client import ArchiveClient, Body
 
     settings = load_settings(root=str(spill / "lake"), binance_archive_url=served.archive_url,
-                        binance_listing_url=served.listing_url, http_client="curl")  # fmt: skip
+                             binance_listing_url=served.listing_url)  # fmt: skip
     size = 0
     async with ArchiveClient(settings) as archive:
         async for key, got in fetch_many(archive, keys, spill):
@@ -101,7 +106,7 @@ def main() -> None:
     ensure_paths()
     tree = klines_tree(args.files)
     keys = sorted(tree.keys)
-    steps = ("bare aiohttp", *CLIENTS, "curl bulk")
+    steps = STEPS
     wall: dict[str, list[float]] = {s: [] for s in steps}
     cpu: dict[str, list[float]] = {s: [] for s in steps}
     with scratch(WORK) as spill, served_archive(tree.root, args.latency_ms / 1000) as served:
@@ -109,8 +114,8 @@ def main() -> None:
         urls = [f"{base}/{k}" for k in keys] + [f"{base}/{k}.CHECKSUM" for k in keys]
         runs: dict[str, Callable[[], int]] = {
             "bare aiohttp": lambda: asyncio.run(_bare_aiohttp(urls, args.concurrency)),
-            **{c: (lambda c=c: asyncio.run(_fetch_all(served, keys, c, spill))) for c in CLIENTS},
-            "curl bulk": lambda: asyncio.run(_fetch_bulk(served, keys, spill)),
+            "fetch": lambda: asyncio.run(_fetch_all(served, keys, spill)),
+            "fetch_many": lambda: asyncio.run(_fetch_many(served, keys, spill)),
         }
         for step in steps:  # warm-up: imports, the stand-in's caches
             runs[step]()
@@ -120,11 +125,12 @@ def main() -> None:
                 seconds, cpu_seconds = _timed(runs[step])
                 wall[step].append(seconds)
                 cpu[step].append(cpu_seconds)
-    ratios = {c: statistics.median(w / a for w, a in zip(wall[c], wall["aiohttp"], strict=True))
+    floor = wall["bare aiohttp"]
+    ratios = {c: statistics.median(w / a for w, a in zip(wall[c], floor, strict=True))
               for c in steps}  # fmt: skip
     print(f"{len(urls)} GETs of {len(keys)} files, latency {args.latency_ms:g} ms, "
           f"concurrency {args.concurrency}, {args.rounds} rounds")  # fmt: skip
-    print(f"{'client':16s} {'wall ms':>9s} {'CPU ms':>9s} {'wall ratio to aiohttp':>24s}")
+    print(f"{'client':16s} {'wall ms':>9s} {'CPU ms':>9s} {'wall ratio to bare':>24s}")
     rows = []
     for step in steps:
         row = {"client": step, "wall_ms": round(statistics.median(wall[step]) * 1000, 1),

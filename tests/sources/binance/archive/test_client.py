@@ -256,9 +256,7 @@ def test_zip_without_its_end_record_is_retried_then_truncated(
     assert err.value.path.read_bytes() == source[: len(source) // 2]
 
 
-def test_html_checksum_once_is_fetched_again(
-    settings: Settings, archive: ArchiveServer
-) -> None:
+def test_html_checksum_once_is_fetched_again(settings: Settings, archive: ArchiveServer) -> None:
     """A CHECKSUM answered once with an HTML page is asked again, and the next one is read."""
     archive.faults.add("/" + KEY + ".CHECKSUM", Fault.html())
     sha = with_client(settings, lambda c: c.fetch_checksum(KEY), SleepRecorder())

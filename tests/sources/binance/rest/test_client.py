@@ -16,6 +16,7 @@ from crypto_lakehouse.exceptions import (
     ConfigurationError,
     NotFoundUpstreamError,
     RegionBlockedError,
+    RequestRejectedError,
     TransientSourceError,
 )
 from crypto_lakehouse.sources.binance._silver import TIMESTAMP
@@ -310,6 +311,19 @@ def test_unknown_symbol_and_404_are_not_found(server: RestServer) -> None:
     with pytest.raises(NotFoundUpstreamError):
         _fetch(server, "open_interest", "um", "BTCUSDT")
     assert len([r for r in server.requests if r.endpoint != "exchangeInfo"]) == 2
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_other_4xx_is_rejected_once_not_missing(server: RestServer, status: int) -> None:
+    """A 400 or 403 raises RequestRejectedError (terminal, not missing upstream), sent once."""
+    server.add_fault("klines", status, times=5)
+    with pytest.raises(RequestRejectedError, match=f"HTTP {status}") as info:
+        _fetch(
+            server, "klines", "spot", "BTCUSDT", "1m", utc("2024-01-01T00:00"),
+            utc("2024-01-01T00:05"),
+        )  # fmt: skip
+    assert not isinstance(info.value, NotFoundUpstreamError)
+    assert [r.status for r in server.requests if r.endpoint == "klines"] == [status]
 
 
 def test_exchange_info_sets_the_weight_limit() -> None:

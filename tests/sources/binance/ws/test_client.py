@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from crypto_lakehouse.config import Settings, load_settings
+from crypto_lakehouse.exceptions import NotFoundUpstreamError
 from crypto_lakehouse.sources.binance._silver import CM_KLINES, KLINES, LIQUIDATIONS, schema
 from crypto_lakehouse.sources.binance.ws.client import (
     BinanceStreamClient,
@@ -23,6 +24,7 @@ from crypto_lakehouse.sources.binance.ws.client import (
     mark_price_stream,
 )
 from crypto_lakehouse.sources.binance.ws.frames import parse_frame
+from tests.servers.archive_server import ArchiveServer, Fault
 from tests.servers.ws_server import WsServer
 from tests.sources.binance._support import block_non_loopback
 
@@ -390,3 +392,29 @@ def test_close_stops_a_client_that_cannot_connect() -> None:
     assert asyncio.run(main()) == []
     assert client.connections == 0
     assert len(waits) == 1 and 300 <= waits[0] <= 600
+
+
+def test_refused_handshakes_wait_retry_after_then_stop_when_terminal(
+    archive: ArchiveServer,
+) -> None:
+    """A 429 handshake waits its Retry-After and connects again; a 404 ends `run` with
+    NotFoundUpstreamError instead of reconnecting forever."""
+    archive.faults.add("/stream", Fault.status(429, retry_after=1))
+    client = BinanceStreamClient(
+        "spot",
+        [agg_trade_stream("BTCUSDT")],
+        settings=fast_settings(max_wait=5.0),
+        base_url=archive.archive_url.replace("http://", "ws://"),
+        options=StreamOptions(proxy=None),
+    )
+    waits: list[float] = []
+
+    async def recorded_idle(seconds: float) -> None:
+        waits.append(seconds)
+
+    client._idle = recorded_idle  # type: ignore[method-assign]
+    with pytest.raises(NotFoundUpstreamError):
+        asyncio.run(asyncio.wait_for(client.run(_ignore), 30))
+    assert waits == [1.0]
+    assert [r.status for r in archive.requests] == [429, 404]
+    assert client.connections == 0

@@ -123,8 +123,8 @@ class ArchiveClient:
                     try:
                         data = await response.read()
                     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-                        cut = TruncatedBodyError(f"truncated download of {key}: body cut short ({exc})",
-                                                 key=key)  # fmt: skip
+                        reason = f"truncated download of {key}: body cut short ({exc})"
+                        cut = TruncatedBodyError(reason, key=key)
                         raise BadBodyError(cut, url=url) from exc
                     return response.status, response.headers, data
             except TRANSPORT_ERRORS as exc:
