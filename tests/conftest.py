@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,7 +19,7 @@ from tests.servers.archive_files import copy_fixture_tree
 from tests.servers.archive_server import ArchiveServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 S3_CREDENTIALS = {
@@ -153,3 +155,49 @@ def env_for(archive: ArchiveServer, root: str) -> dict[str, str]:
         LAKEHOUSE_TUNING__RETRY_BACKOFF_SECONDS="0.01",
     )
     return env
+
+
+class OverlapGate:
+    """Stands in for asyncio.sleep on the archive stand-in: latency waits end in company.
+
+    A wait of `latency` seconds (the stand-in's per-request latency) lasts until a second
+    request waits at the same moment, or `limit` seconds for a client that never sends two
+    at once (its test then fails on `max_in_flight`). "Requests overlap" is then shown by
+    the server's own count, not by how soon a busy host sent the second request.
+    """
+
+    def __init__(self, latency: float, limit: float = 10.0) -> None:
+        self.latency = latency
+        self.limit = limit
+        self.waiting = 0
+        self._company: asyncio.Event | None = None
+        self._real = asyncio.sleep
+
+    async def sleep(self, delay: float, result: Any = None) -> Any:
+        """Hold a latency wait until two requests wait; pass any other wait to the real sleep."""
+        if delay != self.latency:
+            return await self._real(delay, result)
+        if self._company is None:
+            self._company = asyncio.Event()
+        self.waiting += 1
+        if self.waiting >= 2:
+            self._company.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._company.wait(), self.limit)
+        finally:
+            self.waiting -= 1
+        return result
+
+
+@pytest.fixture
+def overlap_gate(monkeypatch: pytest.MonkeyPatch) -> Callable[[ArchiveServer, float], OverlapGate]:
+    """Return a function that gives the stand-in a latency whose waits end in company."""
+
+    def install(server: ArchiveServer, latency: float) -> OverlapGate:
+        gate = OverlapGate(latency)
+        server.latency = latency
+        monkeypatch.setattr(asyncio, "sleep", gate.sleep)
+        return gate
+
+    return install

@@ -13,8 +13,10 @@ from tests.conftest import env_for
 from tests.servers.archive_files import publish
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
+    from tests.conftest import OverlapGate
     from tests.servers.archive_server import ArchiveServer
 
 KLINES = ["ingest", "spot", "klines", "--symbols", "BTCUSDT", "--interval", "1m",
@@ -49,7 +51,9 @@ def test_ingest_then_sql_json_prints_count_and_first_instant(
 
 
 def test_download_concurrency_flag_bounds_the_requests_in_flight(
-    tmp_path: Path, archive: ArchiveServer
+    tmp_path: Path,
+    archive: ArchiveServer,
+    overlap_gate: Callable[[ArchiveServer, float], OverlapGate],
 ) -> None:
     """`--download-concurrency 1` sends one request at a time; by default several overlap."""
     archive.latency = 0.05  # so that requests which may overlap do
@@ -58,6 +62,7 @@ def test_download_concurrency_flag_bounds_the_requests_in_flight(
     assert one.returncode == 0, one.stderr
     assert archive.max_in_flight == 1
     archive.reset_log()
+    overlap_gate(archive, 0.05)  # a request waits until another one waits beside it
     default = lakehouse(env_for(archive, str(tmp_path / "default")), *KLINES)
     assert default.returncode == 0, default.stderr
     assert archive.max_in_flight > 1
