@@ -96,7 +96,15 @@ class RegionBlockedError(SourceError, TerminalError):
 
 
 class CircuitOpenError(SourceError, TransientError):
-    """The circuit breaker for a host is open and fails fast until it may probe again."""
+    """The circuit breaker for a host is open and fails fast until it may probe again.
+
+    `retry_after` is the seconds until the next probe: the retry policy waits it, as it
+    waits a 429's Retry-After, instead of sending requests the breaker would refuse.
+    """
+
+    def __init__(self, message: str, *, url: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, url=url)
+        self.retry_after = retry_after
 
 
 class IntegrityError(LakehouseError, TerminalError):

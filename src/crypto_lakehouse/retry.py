@@ -6,7 +6,8 @@
   failed attempt, with jitter (each wait is drawn from the upper half of its step, so
   clients that failed together do not return together), never above
   `tuning.retry_max_wait_seconds`. A `RateLimitedError` that carries Retry-After waits
-  exactly that long instead, capped the same way: the server said when.
+  exactly that long instead, capped the same way: the server said when. So does a
+  `CircuitOpenError` until its breaker's next probe: no request is sent that it would refuse.
 - **How many times:** `http_retries + 1` attempts in all.
 
 The archive client, the REST transport and the WebSocket reconnect loop all wait by this
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from crypto_lakehouse.exceptions import RateLimitedError, TransientError
+from crypto_lakehouse.exceptions import CircuitOpenError, RateLimitedError, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -76,8 +77,11 @@ class RetryPolicy:
         return min(self.max_wait_seconds, step) * random.uniform(0.5, 1.0)
 
     def wait_after(self, attempt: int, error: BaseException | None) -> float:
-        """Return the wait after failed attempt `attempt`: Retry-After if given, else back-off."""
-        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+        """Return the wait after failed attempt `attempt`: the error's own wait, else back-off."""
+        if (
+            isinstance(error, (RateLimitedError, CircuitOpenError))
+            and error.retry_after is not None
+        ):
             return min(max(0.0, error.retry_after), self.max_wait_seconds)
         return self.backoff(attempt)
 

@@ -148,3 +148,35 @@ def test_rest_client_trips_the_breaker_and_recovers() -> None:
         assert asyncio.run(main()) == ["open", "closed", "5"]
         assert time.monotonic() - began >= 0.3
         assert [r.status for r in server.requests] == [503, 503, 503, 200]
+
+
+def test_a_request_meeting_an_open_breaker_waits_for_its_probe() -> None:
+    """Inside one request the retry policy waits until the breaker's next probe, as it waits
+    a Retry-After, instead of the back-off: no request is sent the breaker would refuse."""
+    with RestServer() as server:
+        settings = rest_settings(
+            server,
+            http_retries=2,
+            retry_max_wait_seconds=60.0,
+            breaker_failure_threshold=1,
+            breaker_reset_seconds=30.0,
+            rest_weight_limit_per_minute=6000,
+        )
+        server.add_fault("klines", 503, times=5)
+        waits: list[float] = []
+
+        async def record(seconds: float) -> None:
+            waits.append(seconds)
+
+        async def main() -> None:
+            async with rest_client(settings, sleep=record) as client:
+                start, end = utc("2024-01-01T00:00"), utc("2024-01-01T00:05")
+                await client.klines("spot", "BTCUSDT", "1m", start, end)
+
+        with pytest.raises(CircuitOpenError) as info:
+            asyncio.run(main())
+        assert info.value.retry_after is not None
+        assert len(waits) == 2
+        assert waits[0] <= settings.tuning.retry_backoff_seconds  # the 503's back-off
+        assert 25.0 < waits[1] <= 30.0  # the breaker's next probe, not a back-off step
+        assert [r.status for r in server.requests] == [503]

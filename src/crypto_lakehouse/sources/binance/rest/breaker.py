@@ -115,6 +115,7 @@ class CircuitBreaker:
             f"circuit open for {host} after {entry.failures} consecutive failures; "
             f"failing fast, next probe in {wait:.1f} s",
             url=host,
+            retry_after=wait,
         )
 
     def record_success(self, host: str) -> None:
