@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from structlog.testing import capture_logs
@@ -119,34 +118,28 @@ def test_snapshot_and_logs_report_every_transition() -> None:
 def test_rest_client_trips_the_breaker_and_recovers() -> None:
     """Three 503s open the host's breaker, a fourth call never reaches it, a probe recovers."""
     with RestServer() as server:
-        settings = rest_settings(
-            server,
-            http_retries=0,
-            breaker_failure_threshold=3,
-            breaker_reset_seconds=0.3,
-            rest_weight_limit_per_minute=6000,
-        )
+        settings = rest_settings(server, http_retries=0, rest_weight_limit_per_minute=6000)
+        clock = [1000.0]
+        breaker = CircuitBreaker(failure_threshold=3, reset_seconds=30.0, clock=lambda: clock[0])
         server.add_fault("klines", 503, times=3)
         start, end = utc("2024-01-01T00:00"), utc("2024-01-01T00:05")
 
         async def main() -> list[str]:
             seen: list[str] = []
-            async with rest_client(settings) as client:
+            async with rest_client(settings, breaker=breaker) as client:
                 for _ in range(3):
                     with pytest.raises(TransientSourceError):
                         await client.klines("spot", "BTCUSDT", "1m", start, end)
                 seen.append(next(iter(client.breaker.snapshot().values())))
                 with pytest.raises(CircuitOpenError):
                     await client.klines("spot", "BTCUSDT", "1m", start, end)
-                await asyncio.sleep(0.35)
+                clock[0] += 30.0  # the reset period passes: the next call is the probe
                 result = await client.klines("spot", "BTCUSDT", "1m", start, end)
                 seen.append(next(iter(client.breaker.snapshot().values())))
                 seen.append(str(result.row_count))
             return seen
 
-        began = time.monotonic()
         assert asyncio.run(main()) == ["open", "closed", "5"]
-        assert time.monotonic() - began >= 0.3
         assert [r.status for r in server.requests] == [503, 503, 503, 200]
 
 
