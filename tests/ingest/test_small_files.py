@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -106,6 +105,23 @@ def test_files_parse_beside_the_downloads_of_a_distant_archive(
     assert sum(sizes) == 24
     assert sizes[0] < 12  # started while files were still downloading, not after them all
     assert len(sizes) > 2
+
+
+def test_a_batch_larger_than_a_commit_reaches_silver_in_one_commit(
+    tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path
+) -> None:
+    """A batch's files share the worker's Parquet file, so a commit never splits them."""
+    _publish_days(archive_root, date(2021, 1, 1), 12)
+    root = str(tmp_path / "lake")
+    settings = settings_for(root, parse_batch_files=16, commit_batch_files=3, workers=1,
+                            overlap_parse="never", auto_compact=False)  # fmt: skip
+    request = IngestRequest("spot", "klines", ("ETHUSDT",), "1m", date(2021, 1, 1),
+                            date(2021, 1, 12))  # fmt: skip
+    result = asyncio.run(ingest(request, settings))
+    assert result.ok
+    assert result.rows_loaded == 12 * 30
+    current = Manifest(LakeRoot.at(root)).current()
+    assert len({current[f.key].silver_version for f in result.loaded}) == 1
 
 
 def test_a_refused_bronze_write_fails_those_files_and_loads_the_others(
@@ -286,11 +302,10 @@ def test_downloads_about_to_end_are_waited_for_even_on_idle_cores(
 
 def test_the_time_left_to_download_is_projected_from_the_pace_so_far() -> None:
     """Files still awaited take as long each as the arrived ones took on average."""
-    load = SimpleNamespace(wall_start=time.perf_counter() - 0.2)
+    load = SimpleNamespace(wall_start=100.0)
     run = SimpleNamespace(_arrived={"a", "b", "c", "d"}, awaiting=6, cpu_load=load)
-    left = IngestRun.download_seconds_left(run)  # type: ignore[arg-type]
-    assert left is not None
-    assert 0.29 <= left <= 0.4  # 6 files at 0.05 s each (a little later than 0.2 s by now)
+    left = IngestRun.download_seconds_left(run, now=100.2)  # type: ignore[arg-type]
+    assert left == pytest.approx(0.3)  # 6 files at 0.05 s each, as the 4 arrived in 0.2 s
     run._arrived = set()
     assert IngestRun.download_seconds_left(run) is None  # type: ignore[arg-type]
 

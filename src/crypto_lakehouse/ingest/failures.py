@@ -78,16 +78,14 @@ async def record_fetch_failure(run: IngestRun, plan: PlannedFile, exc: Lakehouse
         exc.path.unlink(missing_ok=True)
     reason = failure_reason(exc, parsing=False)
     listed = plan.listed
-    run.pending_events.append(
-        ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
-                      status, bronze_path=kept, reason=reason,
-                      etag=listed.etag if listed and bad_bytes else "",
-                      last_modified=listed.last_modified if listed and bad_bytes else "")
+    event = ManifestEntry(
+        plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp, status,
+        bronze_path=kept, reason=reason, etag=listed.etag if listed and bad_bytes else "",
+        last_modified=listed.last_modified if listed and bad_bytes else "",
     )  # fmt: skip
-    run.result.files.append(FileOutcome(plan.key, status, reason=reason))
-    run.progress.file_done(plan.key, status)
-    event = "download_quarantined" if bad_bytes else "download_failed"
-    log.warning(event, key=plan.key, status=status, reason=reason)
+    run.commits.record(FileOutcome(plan.key, status, reason=reason), event)
+    kind = "download_quarantined" if bad_bytes else "download_failed"
+    log.warning(kind, key=plan.key, status=status, reason=reason)
 
 
 def record_parse_failure(
@@ -105,18 +103,14 @@ def record_parse_failure(
     status = failure_status(exc)
     reason = failure_reason(exc, parsing=True)
     if status == "failed":
-        run.pending_events.append(
-            ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period, plan.stamp,
-                          status, reason=reason)
-        )  # fmt: skip
-        run.result.files.append(FileOutcome(plan.key, status, reason=reason))
-        run.progress.file_done(plan.key, status)
+        event = ManifestEntry(plan.key, run.dataset.table, plan.symbol, plan.period,
+                              plan.stamp, status, reason=reason)  # fmt: skip
+        run.commits.record(FileOutcome(plan.key, status, reason=reason), event)
         log.warning("download_failed", key=plan.key, reason=reason)
         return
-    run.pending_events.append(entry.with_status(status, reason=reason))
-    run.result.files.append(
+    run.commits.record(
         FileOutcome(plan.key, status, bytes=entry.size, revision=entry.revision,
-                    reason=reason, downloaded=entry.status == "verified" and not previous)
+                    reason=reason, downloaded=entry.status == "verified" and not previous),
+        entry.with_status(status, reason=reason),
     )  # fmt: skip
-    run.progress.file_done(plan.key, status)
     log.warning("file_quarantined", key=plan.key, reason=reason)

@@ -15,7 +15,6 @@ import structlog
 from crypto_lakehouse.exceptions import LakehouseError
 from crypto_lakehouse.ingest.failures import record_parse_failure
 from crypto_lakehouse.ingest.parse.file import ParseTask, parse_to_stage
-from crypto_lakehouse.ingest.run_state import IngestRun, commit_pending, superseded_event
 from crypto_lakehouse.ingest.runtime.executor import InWorker
 from crypto_lakehouse.ingest.write import staged as silver
 from crypto_lakehouse.ingest.write.ticks import write_tick_files
@@ -24,6 +23,7 @@ from crypto_lakehouse.storage.bronze import bronze_path
 
 if TYPE_CHECKING:
     from crypto_lakehouse.ingest.plan import PlannedFile
+    from crypto_lakehouse.ingest.run_state import IngestRun
     from crypto_lakehouse.sources.binance.archive.growing import GrowingSource
     from crypto_lakehouse.storage.bronze import ManifestEntry
 
@@ -112,5 +112,4 @@ async def parse_file(
     except LakehouseError as exc:
         record_parse_failure(run, plan, entry, previous, exc)
         return
-    run.parsed.append((parsed, entry, superseded_event(previous, entry), files))
-    await commit_pending(run, force=False)
+    await run.commits.queue([(parsed, entry, previous, files)])

@@ -19,6 +19,7 @@ import structlog
 
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.exceptions import LakehouseError
+from crypto_lakehouse.ingest.commit import Committer
 from crypto_lakehouse.ingest.failures import record_fetch_failure, record_parse_failure
 from crypto_lakehouse.ingest.fetch import (
     bronze_copy,
@@ -38,14 +39,7 @@ from crypto_lakehouse.ingest.request import (
     within_memory_budget,
 )
 from crypto_lakehouse.ingest.results import FileOutcome, IngestResult
-from crypto_lakehouse.ingest.run_state import (
-    HeldFile,
-    IngestRun,
-    commit_pending,
-    prepare_tables,
-    superseded_event,
-    tables_prepared,
-)
+from crypto_lakehouse.ingest.run_state import HeldFile, IngestRun
 from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
 from crypto_lakehouse.ingest.runtime.executor import close_owner, make_executor, worker_count
 from crypto_lakehouse.ingest.runtime.heap import frozen_heap
@@ -115,18 +109,19 @@ async def ingest(
     workdir = Path(tempfile.mkdtemp(prefix="lakehouse-ingest-"))
     started = datetime.now(UTC)
     remote = request.dask_address is not None
+    manifest, sink = Manifest(lake), progress or NullProgress()
     run = IngestRun(
         lake=lake,
         dataset=dataset,
         settings=settings,
-        manifest=Manifest(lake),
+        manifest=manifest,
         executor=executor,
         workers=worker_count(settings.workers),
         download_slots=asyncio.Semaphore(settings.download_concurrency),
-        progress=progress or NullProgress(),
+        progress=sink,
         workdir=workdir,
         started=started,
-        result=IngestResult(table=dataset.table),
+        commits=Committer(lake, dataset, settings, manifest, sink, IngestResult(dataset.table)),
         stream_capable=request.executor != "dask",
         remote_workers=remote,
         stage_prefix=staging.new_run_prefix(started) if remote else "",
@@ -170,11 +165,11 @@ def _clear_staging(run: IngestRun) -> None:
 
 async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
     """List, plan, process every file, then flush the last commit and manifest events."""
-    prepare_tables(run)
+    run.commits.prepare_tables()
     try:
         await _run_files(run, request, archive)
     finally:
-        await tables_prepared(run)  # never leave the thread behind
+        await run.commits.tables_prepared()  # never leave the thread behind
 
 
 async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
@@ -193,10 +188,10 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
     current = await reading
     run.plans = {p.key: p for p in (*planned, *missing)}
     for miss in missing:
-        run.result.files.append(FileOutcome(miss.key, "missing_upstream"))
-        run.pending_events.append(
+        run.commits.record(
+            FileOutcome(miss.key, "missing_upstream"),
             ManifestEntry(miss.key, run.dataset.table, miss.symbol, miss.period, miss.stamp,
-                          "missing_upstream", reason="not in the archive listing")
+                          "missing_upstream", reason="not in the archive listing"),
         )  # fmt: skip
     actions = [(p, decide(p, current.get(p.key))) for p in planned]
     todo = [(p, a) for p, a in actions if a != "skip"]
@@ -204,11 +199,8 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
     run.progress.plan(len(planned), download_bytes)
     for plan, action in actions:
         if action == "skip":
-            entry = current[plan.key]
-            run.result.files.append(
-                FileOutcome(plan.key, "skipped_unchanged", revision=entry.revision)
-            )
-            run.progress.file_done(plan.key, "skipped_unchanged")
+            revision = current[plan.key].revision
+            run.commits.record(FileOutcome(plan.key, "skipped_unchanged", revision=revision))
     log.info("ingest_planned", table=run.dataset.table, files=len(planned), todo=len(todo),
              missing=len(missing))  # fmt: skip
     run.awaiting = len(todo)
@@ -233,7 +225,7 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
         for task in (*tasks, *run.batch_tasks):
             task.cancel()
         await _disarm_flush_timer(run)
-    await commit_pending(run, force=True)
+    await run.commits.commit(force=True)
 
 
 def _arm_flush_timer(run: IngestRun) -> None:
@@ -242,7 +234,7 @@ def _arm_flush_timer(run: IngestRun) -> None:
     Batches fill by count or size; a file still downloading (a slow mirror, a huge month)
     must not hold back the rows of the files that are done.
     """
-    waiting = run.small or run.parsed
+    waiting = run.small or run.commits.waiting
     if waiting and (run.flush_timer is None or run.flush_timer.done()):
         run.flush_timer = asyncio.create_task(_flush_later(run))
 
@@ -250,10 +242,11 @@ def _arm_flush_timer(run: IngestRun) -> None:
 async def _flush_later(run: IngestRun) -> None:
     """Parse and commit whatever waits once the interval has passed."""
     await asyncio.sleep(run.settings.tuning.commit_interval_seconds)
-    log.info("interval_commit", waiting_parse=len(run.small), waiting_commit=len(run.parsed))
+    log.info("interval_commit", waiting_parse=len(run.small),
+             waiting_commit=run.commits.waiting)  # fmt: skip
     start_batch(run, run.settings.tuning.parse_batch_files)
     await drain_batches(run)
-    await commit_pending(run, force=True)
+    await run.commits.commit(force=True)
 
 
 async def _disarm_flush_timer(run: IngestRun) -> None:
@@ -449,5 +442,4 @@ async def _process_streamed(
     if written is None:
         await parse_file(run, plan, entry, local, previous)
         return
-    run.parsed.append((written.parsed, entry, superseded_event(previous, entry), written))
-    await commit_pending(run, force=False)
+    await run.commits.queue([(written.parsed, entry, previous, written)])

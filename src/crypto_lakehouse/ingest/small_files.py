@@ -20,16 +20,11 @@ from crypto_lakehouse.exceptions import LakehouseError
 from crypto_lakehouse.ingest.failures import record_fetch_failure
 from crypto_lakehouse.ingest.file_steps import body_path, parse_file, store_body, task_for
 from crypto_lakehouse.ingest.parse.batch import BatchFile, BatchRejected, store_and_parse_batch
-from crypto_lakehouse.ingest.run_state import (
-    HeldFile,
-    IngestRun,
-    commit_pending,
-    superseded_event,
-)
 from crypto_lakehouse.ingest.runtime.executor import InWorker
 from crypto_lakehouse.ingest.write import staged as silver
 
 if TYPE_CHECKING:
+    from crypto_lakehouse.ingest.run_state import HeldFile, IngestRun
     from crypto_lakehouse.storage.bronze import ManifestEntry
 
 log = structlog.get_logger(__name__)
@@ -171,11 +166,10 @@ async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
     schedule_batches(run)
     if writes is None:
         return
-    for write, held in zip(writes, batch, strict=True):
-        run.parsed.append(
-            (write.parsed, held.entry, superseded_event(held.previous, held.entry), write)
-        )
-    await commit_pending(run, force=False)
+    await run.commits.queue(
+        [(write.parsed, held.entry, held.previous, write)
+         for write, held in zip(writes, batch, strict=True)]
+    )  # fmt: skip
 
 
 def _batch_file(run: IngestRun, held: HeldFile) -> BatchFile:

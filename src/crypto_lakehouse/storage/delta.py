@@ -213,10 +213,14 @@ def open_or_create(
 def ensure_table(
     lake: LakeRoot, layer: str, table: str, schema: pa.Schema, partition_by: list[str]
 ) -> None:
-    """Create an empty table with a schema when none exists (so replace writes always apply)."""
-    if table_exists(lake, layer, table):
-        return
+    """Create an empty table with a schema when none exists (so replace writes always apply).
+
+    Raises:
+        StorageError: the table could not be read or created.
+    """
     try:
+        if table_exists(lake, layer, table):
+            return
         DeltaTable.create(
             lake.table_uri(layer, table),
             schema=schema,
@@ -227,6 +231,8 @@ def ensure_table(
     except CommitFailedError:
         if not table_exists(lake, layer, table):
             raise
+    except OSError as exc:
+        raise StorageError(f"could not create {layer}.{table}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
