@@ -7,6 +7,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.conftest import env_for
 from tests.servers.archive_server import Fault
 
@@ -45,6 +47,7 @@ def misbehave(archive: ArchiveServer) -> None:
     archive.faults.add("/" + FIRST_TRUNCATED, Fault.truncate_share(0.5))
 
 
+@pytest.mark.req("R3.2", "R5.1")
 def test_three_real_days_land_whole_through_an_archive_that_misbehaves(
     tmp_path: Path, archive: ArchiveServer
 ) -> None:

@@ -44,6 +44,7 @@ def _failing(errors: Sequence[Exception], result: str = "done") -> Callable[[], 
     return attempt
 
 
+@pytest.mark.req("R3.2")
 def test_transient_errors_are_retried_until_success() -> None:
     """Two transient failures are retried, with two waits, and the third try's value returns."""
     sleep = SleepRecorder()
@@ -73,6 +74,7 @@ def test_attempts_are_http_retries_plus_one_and_the_last_error_surfaces() -> Non
     assert len(sleep.waits) == 3
 
 
+@pytest.mark.req("R3.2")
 def test_backoff_doubles_with_jitter_and_stops_at_the_cap() -> None:
     """Waits lie in the upper half of 1, 2, 4, 8 s, then never above the 10 s cap."""
     policy = _policy(SleepRecorder())

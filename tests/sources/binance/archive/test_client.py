@@ -217,6 +217,7 @@ def test_truncated_body_once_then_full_succeeds(
     assert list(tmp_path.glob(".part-*")) == [got.path]
 
 
+@pytest.mark.req("R3.2")
 def test_html_body_once_is_fetched_again(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:

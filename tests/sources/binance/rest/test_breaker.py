@@ -115,6 +115,7 @@ def test_snapshot_and_logs_report_every_transition() -> None:
     assert logs[0]["host"] == "api" and logs[0]["failures"] == 3
 
 
+@pytest.mark.req("R3.2")
 def test_rest_client_trips_the_breaker_and_recovers() -> None:
     """Three 503s open the host's breaker, a fourth call never reaches it, a probe recovers."""
     with RestServer() as server:
