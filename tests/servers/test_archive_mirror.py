@@ -148,7 +148,7 @@ def test_latency_delays_every_answer(archive_root: Path) -> None:
 
 
 def test_ingest_through_the_mirror_loads_the_real_files(archive_root: Path, tmp_path: Path) -> None:
-    """The archive client lists and fetches through it (curl): three real days, 4,320 rows."""
+    """The archive client lists and fetches through it: three real days, 4,320 rows."""
     with ArchiveMirror(archive_root) as mirror:
         settings = Settings(root=str(tmp_path / "lake"), binance_archive_url=mirror.archive_url,
                             binance_listing_url=mirror.listing_url)  # fmt: skip
