@@ -1,6 +1,6 @@
 """One archive file's steps after its download: store it in bronze, parse it, or quarantine it.
 
-Shared by the ingest's per-file path (`ingest.py`) and the small-file batches
+Shared by the ingest's per-file path (`run.py`) and the small-file batches
 (`small_files.py`); each step records its outcome on the run (`failures`).
 """
 

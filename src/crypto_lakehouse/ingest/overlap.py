@@ -1,8 +1,8 @@
 """Parse a large tick file while it downloads, committing nothing until the body is verified.
 
 A monthly aggTrades zip takes a quarter of its ingest time to arrive; reading it as it grows
-(`sources.binance.growing`) lets inflating, parsing and encoding run meanwhile. Safety rests
-on three rules: the worker writes Parquet files nothing references yet (`direct.py`); it only
+(`sources.binance.archive.growing`) lets inflating, parsing and encoding run meanwhile. Safety rests
+on three rules: the worker writes Parquet files nothing references yet (`write.ticks`); it only
 returns once the downloader has marked the body `done` — complete and matching its CHECKSUM;
 and anything else (a retried or bad download, a zip not laid out for streaming) abandons
 the streamed parse, deletes its files, and the finished file is parsed the ordinary way.

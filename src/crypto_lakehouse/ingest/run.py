@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ from crypto_lakehouse.ingest.fetch import (
     verified_entry,
 )
 from crypto_lakehouse.ingest.file_steps import parse_file, store, task_for
+from crypto_lakehouse.ingest.finish import clear_staging, compact, refresh_quality
 from crypto_lakehouse.ingest.overlap import StreamedParse
 from crypto_lakehouse.ingest.plan import decide
 from crypto_lakehouse.ingest.progress import NullProgress, ProgressSink
@@ -52,12 +53,10 @@ from crypto_lakehouse.ingest.small_files import (
 )
 from crypto_lakehouse.ingest.write import staged as silver
 from crypto_lakehouse.ingest.write import staging
-from crypto_lakehouse.quality.refresh.run import refresh_after_ingest
 from crypto_lakehouse.sources.binance.archive.bulk_fetch import fetch_many
 from crypto_lakehouse.sources.binance.archive.client import ArchiveClient, Body, Download
 from crypto_lakehouse.storage.bronze import Manifest, ManifestEntry
 from crypto_lakehouse.storage.format_version import check_format
-from crypto_lakehouse.storage.maintenance import auto_compact
 from crypto_lakehouse.storage.root import LakeRoot
 
 if TYPE_CHECKING:
@@ -133,9 +132,9 @@ async def ingest(
         with frozen_heap() if process_tuning else contextlib.nullcontext():
             await _run(run, request, archive)
         if settings.tuning.auto_compact and run.result.loaded:
-            await _compact(run)
+            await compact(run)
         if request.refresh_quality:
-            await _refresh_quality(run)
+            await refresh_quality(run)
     finally:
         if own_client:
             await archive.aclose()
@@ -143,24 +142,8 @@ async def ingest(
         close_owner(owner)
         shutil.rmtree(workdir, ignore_errors=True)
         if remote:
-            await asyncio.to_thread(_clear_staging, run)
+            await asyncio.to_thread(clear_staging, run)
     return run.result
-
-
-def _clear_staging(run: IngestRun) -> None:
-    """Delete the run's staging prefix and those of crashed runs; a failure only warns.
-
-    Nothing references staged files once their commits are done, so leftovers cost space, not
-    correctness: a week-old prefix is a crashed run's (no run lasts that long).
-    """
-    try:
-        staging.remove_prefix(run.lake, run.stage_prefix)
-        swept = staging.sweep_stale(run.lake, run.started, older_than=timedelta(days=7))
-    except (OSError, LakehouseError) as exc:
-        log.warning("staging_cleanup_failed", prefix=run.stage_prefix, error=str(exc)[:200])
-        return
-    if swept:
-        log.info("staging_swept", prefixes=swept)
 
 
 async def _run(run: IngestRun, request: IngestRequest, archive: ArchiveClient) -> None:
@@ -258,42 +241,6 @@ async def _disarm_flush_timer(run: IngestRun) -> None:
         timer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await timer
-
-
-async def _compact(run: IngestRun) -> None:
-    """Compact the partitions this table has filled with small files (one commit each)."""
-    results = await asyncio.to_thread(
-        auto_compact,
-        run.lake,
-        silver.SILVER,
-        run.dataset.table,
-        max_small_files=run.settings.tuning.auto_compact_max_small_files,
-    )
-    for result in results:
-        log.info("silver_compacted", table=run.dataset.table, result=str(result))
-
-
-async def _refresh_quality(run: IngestRun) -> None:
-    """Recompute quality for the (symbol, day)s whose files changed state in this run.
-
-    A failure here is reported on the result, never turned into a failed ingest: the data
-    landed, only its report card is stale (`lakehouse quality report` recomputes it).
-    """
-    touched: list[tuple[str, str, str]] = sorted(
-        {
-            (plan.symbol, str(plan.period), plan.stamp)
-            for outcome in run.result.files
-            if outcome.outcome != "skipped_unchanged"
-            and (plan := run.plans.get(outcome.key)) is not None
-        }
-    )
-    if not touched:
-        return
-    try:
-        await asyncio.to_thread(refresh_after_ingest, run.lake, run.dataset.table, touched)
-    except Exception as exc:  # reported on the result and in the log
-        log.warning("quality_refresh_failed", table=run.dataset.table, error=str(exc))
-        run.result.notes.append(f"quality refresh failed: {exc}")
 
 
 async def _process(

@@ -99,7 +99,7 @@ class IngestRun:
         """Project how long the files still awaited take, at the pace of those arrived so far.
 
         None before any file has arrived (no pace to go by). The downloads began when
-        `cpu_load` was made for them (`ingest._run_files`); `now` is `time.perf_counter()`.
+        `cpu_load` was made for them (`run._run_files`); `now` is `time.perf_counter()`.
         """
         arrived = len(self._arrived)
         if not arrived:
@@ -113,7 +113,7 @@ class IngestRun:
     remote_workers: bool = False
     #: Where those workers stage their rows in the lake: `_staging/<run>` (`staging`).
     stage_prefix: str = ""
-    #: Commits what waits after `commit_interval_seconds` (see `ingest._arm_flush_timer`).
+    #: Commits what waits after `commit_interval_seconds` (see `run._arm_flush_timer`).
     flush_timer: asyncio.Task[None] | None = None
     #: The caller opted into process-wide tuning (`ingest(process_tuning=True)`, the CLI).
     process_tuning: bool = False

@@ -5,7 +5,7 @@ worker is idle, with an eighth of `parse_batch_files`, and grows while every wor
 while they keep the cores busy (a fast mirror), files wait for the downloads to end. Then
 what waits is split into equal batches, as many as a multiple of the workers. The batch's
 worker parses them in one polars pass while the bronze objects are written beside it, and
-writes silver once they are stored (`parse_batch.store_and_parse_batch`); on any doubt each
+writes silver once they are stored (`parse.batch.store_and_parse_batch`); on any doubt each
 file gets its own parse.
 """
 

@@ -18,7 +18,6 @@ from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.ingest.write import ticks as direct
 from crypto_lakehouse.ingest.write.ticks import split_days, write_tick_files
 from crypto_lakehouse.query.engine import QueryEngine
-from crypto_lakehouse.storage.delta import file_statistics
 from crypto_lakehouse.storage.root import LakeRoot
 from tests.servers.archive_files import make_zip, publish
 
@@ -308,18 +307,3 @@ def test_streamed_tick_files_make_only_never_empty_columns_required(tmp_path: Pa
     assert stats["minValues"]["_bronze_key"] == stats["maxValues"]["_bronze_key"] == task.key
     assert stats["maxValues"]["transact_time"] == "2024-01-01T00:49:59.000Z"
     assert stats["nullCount"]["price"] == 0
-
-
-def test_file_statistics_leave_out_what_the_footer_does_not_know(tmp_path: Path) -> None:
-    """A column written without statistics gets neither bounds nor a null count (not 0)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({"price": [2.0, None, 1.0], "trades": [5, 7, 6]})
-    footer: list[pq.FileMetaData] = []
-    with pq.ParquetWriter(tmp_path / "f.parquet", table.schema, write_statistics=["price"],
-                          metadata_collector=footer) as writer:  # fmt: skip
-        writer.write_table(table, row_group_size=2)
-    stats = file_statistics(footer[0], table.schema)
-    assert stats == {"numRecords": 3, "minValues": {"price": 1.0}, "maxValues": {"price": 2.0},
-                     "nullCount": {"price": 1}}  # fmt: skip

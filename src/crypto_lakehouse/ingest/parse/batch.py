@@ -160,7 +160,7 @@ def store_and_parse_batch(
     bronze object that is not.
 
     Raises:
-        OSError, StorageError: a bronze write failed (objects already written stay; they are
+        StorageError: a bronze write failed (objects already written stay; they are
             the verified bytes, rewritten unchanged on a retry). Nothing is written to silver.
         BatchRejected: as `parse_batch_to_files`.
     """

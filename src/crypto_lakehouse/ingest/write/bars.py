@@ -2,16 +2,16 @@
 
 Re-encoding a batch of daily kline files inside the committer (`write_deltalake`) put a
 whole Parquet encode on the run's critical path after the last download. Workers now write
-the batch's Parquet files (`parse_batch.parse_batch_to_files`) while downloads go on, and
+the batch's Parquet files (`parse.batch.store_and_parse_batch`) while downloads go on, and
 the committer adds them in a small append transaction — but only when that is exactly what
-the replace semantics of `silver.commit_files` would do:
+the replace semantics of `staged.commit_files` would do:
 
 - every file of the batch is a first load (no earlier revision of its key to remove), and
 - no committed file of the same partition overlaps any new file's time span (min/max
   statistics), so no archive or provisional row is there to replace.
 
 Anything else — a re-published file, a re-run after a crash between commit and manifest, a
-span holding provisional rows, a mixed batch — takes the predicate commit of `silver`, with
+span holding provisional rows, a mixed batch — takes the predicate commit of `staged`, with
 the worker files as its data; they are deleted once the commit has rewritten their rows.
 """
 

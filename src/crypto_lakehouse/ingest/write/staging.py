@@ -115,17 +115,31 @@ def batches(tasks: Sequence[ParseTask], batch_size: int = 1 << 17) -> Iterator[p
 
 
 def remove(task: ParseTask) -> None:
-    """Delete a task's staged file; a missing one is fine."""
+    """Delete a task's staged file; a missing one is fine.
+
+    Raises:
+        StorageError: the file is there but could not be deleted.
+    """
     fs, path = location(task)
-    with contextlib.suppress(FileNotFoundError):
-        fs.delete_file(path)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            fs.delete_file(path)
+    except OSError as exc:
+        raise StorageError(f"could not delete {path}: {exc}") from exc
 
 
 def remove_prefix(lake: LakeRoot, prefix: str) -> None:
-    """Delete a run's staging prefix in the lake, when it has one."""
+    """Delete a run's staging prefix in the lake, when it has one.
+
+    Raises:
+        StorageError: the prefix is there but could not be deleted.
+    """
     fs, base = lake.filesystem()
-    with contextlib.suppress(FileNotFoundError):
-        fs.delete_dir(f"{base}/{prefix}")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            fs.delete_dir(f"{base}/{prefix}")
+    except OSError as exc:
+        raise StorageError(f"could not delete {lake.uri_of(prefix)}: {exc}") from exc
 
 
 def sweep_stale(lake: LakeRoot, now: datetime, older_than: timedelta) -> list[str]:
@@ -142,10 +156,6 @@ def sweep_stale(lake: LakeRoot, now: datetime, older_than: timedelta) -> list[st
         except ValueError:
             continue
         if started < cutoff:
-            prefix = f"{STAGING}/{name}"
-            try:
-                remove_prefix(lake, prefix)
-            except OSError as exc:
-                raise StorageError(f"could not delete {lake.uri_of(prefix)}: {exc}") from exc
+            remove_prefix(lake, f"{STAGING}/{name}")
             removed.append(name)
     return removed
