@@ -382,7 +382,7 @@ def test_fetch_of_a_body_cut_every_time_is_truncated(
         with_client(settings, lambda c: c.fetch(KEY, tmp_path / "spill"), SleepRecorder())
     assert err.value.key == KEY
     assert gets(archive, KEY) == [200] * (settings.http_retries + 1)
-    assert "received 700 of" in str(err.value) and "every one of 4 attempts" in str(err.value)
+    assert "received 700 of" in str(err.value) and "the last of 4 attempts" in str(err.value)
 
 
 def test_fetch_of_an_html_page_every_time_spills_it_for_quarantine(

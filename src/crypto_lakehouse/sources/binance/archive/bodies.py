@@ -95,7 +95,7 @@ class BadBodyError(TransientSourceError):
         error = self.error
         if error.path is None and self.data is not None and spill_dir is not None:
             error.path = spill(spill_dir, self.data)
-        error.args = (f"{error} (every one of {attempts} attempts)",)
+        error.args = (f"{error} (the last of {attempts} attempts)",)
         return error
 
 
