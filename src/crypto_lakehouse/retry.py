@@ -73,7 +73,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Return the jittered wait after failed attempt number `attempt` (1 = the first)."""
-        step = self.initial_seconds * 2.0 ** max(0, attempt - 1)
+        # The exponent stops at 60: a stream reconnecting for days must not overflow a float.
+        step = self.initial_seconds * 2.0 ** min(60, max(0, attempt - 1))
         return min(self.max_wait_seconds, step) * random.uniform(0.5, 1.0)
 
     def wait_after(self, attempt: int, error: BaseException | None) -> float:

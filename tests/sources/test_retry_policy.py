@@ -81,6 +81,7 @@ def test_backoff_doubles_with_jitter_and_stops_at_the_cap() -> None:
     for attempt, step in enumerate([1.0, 2.0, 4.0, 8.0, 10.0, 10.0], start=1):
         for _ in range(50):
             assert step / 2 <= policy.backoff(attempt) <= step
+    assert 5.0 <= policy.backoff(5000) <= 10.0  # a stream reconnecting for days
 
 
 def test_retry_after_is_waited_exactly_and_capped() -> None:
