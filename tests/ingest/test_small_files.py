@@ -13,8 +13,9 @@ from deltalake import DeltaTable
 
 from crypto_lakehouse.ingest import small_files
 from crypto_lakehouse.ingest.run import IngestRequest, ingest
-from crypto_lakehouse.ingest.run_state import IngestRun
+from crypto_lakehouse.ingest.run_state import DownloadPace
 from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
+from crypto_lakehouse.ingest.small_files import SmallFileBatches
 from crypto_lakehouse.storage.bronze import Manifest
 from crypto_lakehouse.storage.root import LakeRoot
 from tests.servers.archive_files import publish
@@ -181,15 +182,15 @@ def _silver_rows(uri: str) -> pl.DataFrame:
 
 @pytest.fixture
 def started_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the size of each batch `schedule_batches` starts, instead of starting it."""
+    """Record the size of each batch `schedule` starts, instead of starting it."""
     started: list[int] = []
 
-    def start(run: Any, size: int) -> None:
-        started.append(len(run.small[:size]))
-        run.small = run.small[size:]
-        run.batches_running += 1
+    def start(batches: SmallFileBatches, size: int) -> None:
+        started.append(len(batches.held[:size]))
+        batches.held = batches.held[size:]
+        batches.running += 1
 
-    monkeypatch.setattr(small_files, "start_batch", start)
+    monkeypatch.setattr(SmallFileBatches, "start", start)
     return started
 
 
@@ -216,15 +217,23 @@ def _scheduled_run(
 
     `seconds_left` is how long the downloads still awaited are projected to take.
     """
-    return SimpleNamespace(
-        small=list(range(waiting)), held_bytes=waiting * 1024, workers=2,
-        batches_running=busy, awaiting=downloading, cpu_load=_Load(load),
-        parse_beside_downloads=False, download_seconds_left=lambda: seconds_left,
-        settings=SimpleNamespace(
-            tuning=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap),
-            memory_budget_mb=2048,
-        ),
+    settings: Any = SimpleNamespace(
+        tuning=SimpleNamespace(parse_batch_files=64, overlap_parse=overlap), memory_budget_mb=2048
+    )
+    pace: Any = SimpleNamespace(awaiting=downloading, seconds_left=lambda: seconds_left)
+    load_now: Any = _Load(load)
+    return SmallFileBatches(
+        workers=2, settings=settings, pace=pace, parse=_no_parse, commits=_NO_COMMITS,
+        held=list(range(waiting)), held_bytes=waiting * 1024, running=busy, cpu_load=load_now,
     )  # fmt: skip
+
+
+async def _no_parse(batch: list[Any]) -> list[Any]:
+    """Stand in for a batch's parse: scheduling tests start no batch."""
+    raise AssertionError(f"no batch runs in a scheduling test: {len(batch)} files")
+
+
+_NO_COMMITS: Any = None
 
 
 def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
@@ -232,12 +241,12 @@ def test_files_left_when_downloads_end_make_one_batch_per_worker_at_once(
 ) -> None:
     """What waits when nothing more downloads is split evenly, busy workers included."""
     run = _scheduled_run(59, busy=1, downloading=0)
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == [30, 29]  # no tail of halving batches as workers free up
-    assert run.small == []
+    assert run.held == []
     started_batches.clear()
     run = _scheduled_run(300, busy=0, downloading=0)
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == [50] * 6  # 300 files, 2 workers, at most 64 a batch
 
 
@@ -246,14 +255,14 @@ def test_while_files_download_batches_start_on_idle_workers_only(
 ) -> None:
     """A short batch starts for an idle worker; with every worker busy, files wait to grow it."""
     run = _scheduled_run(10, busy=1, downloading=5)
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == [10]
-    run.small = list(range(20))
-    small_files.schedule_batches(run)
-    assert started_batches == [10] and len(run.small) == 20
-    run.small = list(range(70))
-    small_files.schedule_batches(run)
-    assert started_batches == [10, 64] and len(run.small) == 6
+    run.held = list(range(20))
+    run.schedule()
+    assert started_batches == [10] and len(run.held) == 20
+    run.held = list(range(70))
+    run.schedule()
+    assert started_batches == [10, 64] and len(run.held) == 6
 
 
 def test_busy_cores_hold_files_until_the_downloads_end(started_batches: list[int]) -> None:
@@ -262,25 +271,25 @@ def test_busy_cores_hold_files_until_the_downloads_end(started_batches: list[int
     Once idle cores let a batch start, later batches start too, whatever the load says then.
     """
     run = _scheduled_run(70, busy=0, downloading=5, overlap="auto", load=None)
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == []
     run.cpu_load = _Load(0.75)  # a local server and the client
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == []
     run.cpu_load = _Load(0.1)  # the downloads now wait on the network
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == [64]  # the 6 left wait to grow: 8 make a batch beside downloads
     run.cpu_load = _Load(0.9)  # the batch's own parse loads the machine: no reason to stop
-    run.batches_running = 0
-    run.small = list(range(10))
-    small_files.schedule_batches(run)
+    run.running = 0
+    run.held = list(range(10))
+    run.schedule()
     assert started_batches == [64, 10]
     started_batches.clear()
     run = _scheduled_run(70, busy=0, downloading=5, overlap="never", load=0.0)
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == []
-    run.awaiting = 0
-    small_files.schedule_batches(run)
+    run.pace.awaiting = 0
+    run.schedule()
     assert started_batches == [35, 35]
 
 
@@ -289,25 +298,25 @@ def test_downloads_about_to_end_are_waited_for_even_on_idle_cores(
 ) -> None:
     """A parse beside the last few downloads only splits the files into small batches."""
     run = _scheduled_run(70, busy=0, downloading=5, overlap="auto", load=0.3, seconds_left=0.02)
-    small_files.schedule_batches(run)
+    run.schedule()
     assert started_batches == []
-    run.download_seconds_left = lambda: None  # nothing arrived yet: no pace to project
-    small_files.schedule_batches(run)
+    run.pace.seconds_left = lambda: None  # nothing arrived yet: no pace to project
+    run.schedule()
     assert started_batches == []
-    run.download_seconds_left = lambda: 0.5  # a distant archive: half a second still to go
-    small_files.schedule_batches(run)
+    run.pace.seconds_left = lambda: 0.5  # a distant archive: half a second still to go
+    run.schedule()
     assert started_batches == [64]
-    assert run.parse_beside_downloads
+    assert run.beside_downloads
 
 
 def test_the_time_left_to_download_is_projected_from_the_pace_so_far() -> None:
     """Files still awaited take as long each as the arrived ones took on average."""
-    load = SimpleNamespace(wall_start=100.0)
-    run = SimpleNamespace(_arrived={"a", "b", "c", "d"}, awaiting=6, cpu_load=load)
-    left = IngestRun.download_seconds_left(run, now=100.2)  # type: ignore[arg-type]
-    assert left == pytest.approx(0.3)  # 6 files at 0.05 s each, as the 4 arrived in 0.2 s
-    run._arrived = set()
-    assert IngestRun.download_seconds_left(run) is None  # type: ignore[arg-type]
+    pace = DownloadPace()
+    pace.begin(10, started=100.0)
+    assert pace.seconds_left(now=100.2) is None  # nothing arrived yet: no pace to project
+    for key in "abcd":
+        pace.done(key)
+    assert pace.seconds_left(now=100.2) == pytest.approx(0.3)  # 6 files, 0.05 s each
 
 
 def test_held_zips_never_exceed_an_eighth_of_the_memory_budget(
@@ -315,6 +324,6 @@ def test_held_zips_never_exceed_an_eighth_of_the_memory_budget(
 ) -> None:
     """A fast mirror cannot make files pile up in memory: past the limit, batches start."""
     run = _scheduled_run(70, busy=0, downloading=500, overlap="never")
-    run.held_bytes = small_files.hold_limit_bytes(run)  # 256 MB of a 2 GB budget
-    small_files.schedule_batches(run)
+    run.held_bytes = run.hold_limit_bytes()  # 256 MB of a 2 GB budget
+    run.schedule()
     assert started_batches == [64]

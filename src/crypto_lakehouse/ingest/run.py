@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import tempfile
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,16 +42,9 @@ from crypto_lakehouse.ingest.request import (
 )
 from crypto_lakehouse.ingest.results import FileOutcome, IngestResult
 from crypto_lakehouse.ingest.run_state import HeldFile, IngestRun
-from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
 from crypto_lakehouse.ingest.runtime.executor import close_owner, make_executor, worker_count
 from crypto_lakehouse.ingest.runtime.heap import frozen_heap
-from crypto_lakehouse.ingest.small_files import (
-    batched,
-    drain_batches,
-    hold,
-    schedule_batches,
-    start_batch,
-)
+from crypto_lakehouse.ingest.small_files import SmallFileBatches, batched, parse_batch
 from crypto_lakehouse.ingest.write import staged as silver
 from crypto_lakehouse.ingest.write import staging
 from crypto_lakehouse.sources.binance.archive.bulk_fetch import fetch_many
@@ -126,6 +120,9 @@ async def ingest(
         stage_prefix=staging.new_run_prefix(started) if remote else "",
         process_tuning=process_tuning,
     )
+    run.batches = SmallFileBatches(
+        run.workers, settings, run.pace, partial(parse_batch, run), run.commits
+    )
     own_client = client is None
     archive = client or ArchiveClient(settings)
     try:
@@ -186,8 +183,7 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
             run.commits.record(FileOutcome(plan.key, "skipped_unchanged", revision=revision))
     log.info("ingest_planned", table=run.dataset.table, files=len(planned), todo=len(todo),
              missing=len(missing))  # fmt: skip
-    run.awaiting = len(todo)
-    run.cpu_load = CpuLoad()  # the downloads' load, not the listing's
+    run.batches.downloads_begin(len(todo))
     in_bulk: list[tuple[PlannedFile, ManifestEntry | None]] = []
     tasks: list[asyncio.Task[None]] = []
     for plan, action in todo:
@@ -201,12 +197,13 @@ async def _run_files(run: IngestRun, request: IngestRequest, archive: ArchiveCli
         tasks.append(asyncio.create_task(_fetch_small_files(run, archive, in_bulk)))
     try:
         await asyncio.gather(*tasks)
-        run.awaiting = 0
-        schedule_batches(run)
-        await drain_batches(run)
+        run.pace.end()
+        run.batches.schedule()
+        await run.batches.drain()
     finally:
-        for task in (*tasks, *run.batch_tasks):
+        for task in tasks:
             task.cancel()
+        run.batches.cancel()
         await _disarm_flush_timer(run)
     await run.commits.commit(force=True)
 
@@ -217,7 +214,7 @@ def _arm_flush_timer(run: IngestRun) -> None:
     Batches fill by count or size; a file still downloading (a slow mirror, a huge month)
     must not hold back the rows of the files that are done.
     """
-    waiting = run.small or run.commits.waiting
+    waiting = run.batches.held or run.commits.waiting
     if waiting and (run.flush_timer is None or run.flush_timer.done()):
         run.flush_timer = asyncio.create_task(_flush_later(run))
 
@@ -225,10 +222,10 @@ def _arm_flush_timer(run: IngestRun) -> None:
 async def _flush_later(run: IngestRun) -> None:
     """Parse and commit whatever waits once the interval has passed."""
     await asyncio.sleep(run.settings.tuning.commit_interval_seconds)
-    log.info("interval_commit", waiting_parse=len(run.small),
+    log.info("interval_commit", waiting_parse=len(run.batches.held),
              waiting_commit=run.commits.waiting)  # fmt: skip
-    start_batch(run, run.settings.tuning.parse_batch_files)
-    await drain_batches(run)
+    run.batches.start(run.settings.tuning.parse_batch_files)
+    await run.batches.drain()
     await run.commits.commit(force=True)
 
 
@@ -257,8 +254,8 @@ async def _process(
         else:
             await _fetch_and_parse(run, archive, plan, action, previous)
     finally:
-        if run.awaiting_done(plan.key):
-            schedule_batches(run)  # nothing more will arrive: share out what waits
+        if run.pace.done(plan.key):
+            run.batches.schedule()  # nothing more will arrive: share out what waits
     _arm_flush_timer(run)
 
 
@@ -281,7 +278,7 @@ async def _fetch_small_files(
                 if isinstance(got, Body):
                     entry = verified_entry(run, plan, previous, got)
                     if batched(run, entry):
-                        hold(run, HeldFile(plan, entry, previous, body=got.data))
+                        run.batches.hold(HeldFile(plan, entry, previous, body=got.data))
                     else:
                         landing.add(asyncio.create_task(_land(run, plan, entry, got, previous)))
                 elif isinstance(got, LakehouseError):
@@ -289,8 +286,8 @@ async def _fetch_small_files(
                 else:
                     raise got
             finally:
-                if run.awaiting_done(key):
-                    schedule_batches(run)  # nothing more will arrive: share out what waits
+                if run.pace.done(key):
+                    run.batches.schedule()  # nothing more will arrive: share out what waits
             _arm_flush_timer(run)
         await asyncio.gather(*landing)
     finally:
@@ -334,7 +331,7 @@ async def _land(
     """Hold a verified small body for its batch, or store the file in bronze and parse it."""
     if isinstance(got, Body) and batched(run, entry):
         # Stored in bronze by the batch's worker, just before it parses.
-        hold(run, HeldFile(plan, entry, previous, body=got.data))
+        run.batches.hold(HeldFile(plan, entry, previous, body=got.data))
         return
     try:
         local = await store(run, got, entry.bronze_path)
@@ -353,9 +350,9 @@ async def _parse_stored(
 ) -> None:
     """Parse a file that is in bronze: small bar files wait for a batch, others parse now."""
     if batched(run, entry):
-        hold(run, HeldFile(plan, entry, previous, local=local))
+        run.batches.hold(HeldFile(plan, entry, previous, local=local))
         return
-    run.awaiting_done(plan.key)
+    run.pace.done(plan.key)
     await parse_file(run, plan, entry, local, previous)
 
 

@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
-
 if TYPE_CHECKING:
     import asyncio
     from concurrent.futures import Executor
@@ -24,6 +22,7 @@ if TYPE_CHECKING:
     from crypto_lakehouse.ingest.plan import PlannedFile
     from crypto_lakehouse.ingest.progress import ProgressSink
     from crypto_lakehouse.ingest.results import IngestResult
+    from crypto_lakehouse.ingest.small_files import SmallFileBatches
     from crypto_lakehouse.storage.bronze import Manifest, ManifestEntry
     from crypto_lakehouse.storage.root import LakeRoot
 
@@ -41,6 +40,45 @@ class HeldFile:
     previous: ManifestEntry | None
     local: Path | None = None
     body: bytes | None = field(default=None, repr=False)  # a repr must not print the zip
+
+
+@dataclass(slots=True)
+class DownloadPace:
+    """How a run's downloads progress: files still awaited, and the time they may still take."""
+
+    #: Files still downloading (or still to start); at 0 the held files are shared out.
+    awaiting: int = 0
+    #: When the downloads began (`time.perf_counter()`).
+    started: float = 0.0
+    _arrived: set[str] = field(default_factory=set)
+
+    def begin(self, files: int, started: float) -> None:
+        """Expect `files` downloads from `started` on."""
+        self.awaiting, self.started = files, started
+        self._arrived.clear()
+
+    def done(self, key: str) -> bool:
+        """Count a file as no longer downloading (once); tell whether it was the last one."""
+        if key in self._arrived:
+            return False
+        self._arrived.add(key)
+        self.awaiting -= 1
+        return self.awaiting == 0
+
+    def end(self) -> None:
+        """Expect no more downloads (every file's task has returned)."""
+        self.awaiting = 0
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """Project how long the files still awaited take, at the pace of those arrived so far.
+
+        None before any file has arrived (no pace to go by); `now` is `time.perf_counter()`.
+        """
+        arrived = len(self._arrived)
+        if not arrived:
+            return None
+        elapsed = (time.perf_counter() if now is None else now) - self.started
+        return self.awaiting * elapsed / arrived
 
 
 @dataclass(slots=True)
@@ -62,20 +100,11 @@ class IngestRun:
     started: datetime
     #: The commit stage: every outcome and parsed file is handed on to it (`commit`).
     commits: Committer
+    #: The small-file stage: held files, parsed in batches (`small_files`); set by `run`.
+    batches: SmallFileBatches = field(init=False)
     plans: dict[str, PlannedFile] = field(default_factory=dict)
-    small: list[HeldFile] = field(default_factory=list)
-    #: Batch parses on the executor now (`small_files.schedule_batches` fills idle workers).
-    batches_running: int = 0
-    batch_tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    #: Files still downloading (or still to start); at 0 the held files are shared out.
-    awaiting: int = 0
-    #: Bytes of the held files' zips kept in memory (bounded: `small_files.hold_limit_bytes`).
-    held_bytes: int = 0
-    #: The machine's CPU load since the downloads began (`small_files.schedule_batches`).
-    cpu_load: CpuLoad = field(default_factory=CpuLoad)
-    #: Set once the load said the downloads leave the cores idle: held files parse from then on.
-    parse_beside_downloads: bool = False
-    _arrived: set[str] = field(default_factory=set)
+    #: The downloads' progress, shared by the fetch and small-file stages.
+    pace: DownloadPace = field(default_factory=DownloadPace)
     #: Where downloads and spilled bad bodies go: one `Path` per run, not one per file.
     download_dir: Path = field(init=False)
 
@@ -86,26 +115,6 @@ class IngestRun:
     def result(self) -> IngestResult:
         """Return the run's result, as the commit stage keeps it."""
         return self.commits.result
-
-    def awaiting_done(self, key: str) -> bool:
-        """Count a file as no longer downloading (once); tell whether it was the last one."""
-        if key in self._arrived:
-            return False
-        self._arrived.add(key)
-        self.awaiting -= 1
-        return self.awaiting == 0
-
-    def download_seconds_left(self, now: float | None = None) -> float | None:
-        """Project how long the files still awaited take, at the pace of those arrived so far.
-
-        None before any file has arrived (no pace to go by). The downloads began when
-        `cpu_load` was made for them (`run._run_files`); `now` is `time.perf_counter()`.
-        """
-        arrived = len(self._arrived)
-        if not arrived:
-            return None
-        elapsed = (time.perf_counter() if now is None else now) - self.cpu_load.wall_start
-        return self.awaiting * elapsed / arrived
 
     #: Workers share this host's disk, so a parse may follow a download (not on Dask).
     stream_capable: bool = False

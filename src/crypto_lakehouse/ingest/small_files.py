@@ -12,6 +12,7 @@ file gets its own parse.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,11 +21,16 @@ from crypto_lakehouse.exceptions import LakehouseError
 from crypto_lakehouse.ingest.failures import record_fetch_failure
 from crypto_lakehouse.ingest.file_steps import body_path, parse_file, store_body, task_for
 from crypto_lakehouse.ingest.parse.batch import BatchFile, BatchRejected, store_and_parse_batch
+from crypto_lakehouse.ingest.runtime.cpu_load import CpuLoad
 from crypto_lakehouse.ingest.runtime.executor import InWorker
 from crypto_lakehouse.ingest.write import staged as silver
 
 if TYPE_CHECKING:
-    from crypto_lakehouse.ingest.run_state import HeldFile, IngestRun
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from crypto_lakehouse.config import Settings
+    from crypto_lakehouse.ingest.commit import Committer, Handed
+    from crypto_lakehouse.ingest.run_state import DownloadPace, HeldFile, IngestRun
     from crypto_lakehouse.storage.bronze import ManifestEntry
 
 log = structlog.get_logger(__name__)
@@ -51,106 +57,152 @@ BUSY_CPU_SHARE = 0.6
 MIN_OVERLAP_SECONDS = 0.1
 
 
-def hold(run: IngestRun, held: HeldFile) -> None:
-    """Hold a small file for a batch parse, and start batches on idle workers."""
-    run.small.append(held)
-    run.held_bytes += len(held.body or b"")
-    run.awaiting_done(held.plan.key)
-    schedule_batches(run)
+@dataclass(slots=True)
+class SmallFileBatches:
+    """The batch-parse stage of small bar files: what is held, what runs, and when to start.
 
-
-def hold_limit_bytes(run: IngestRun) -> int:
-    """Return how many bytes of held zips may wait in memory: an eighth of the budget."""
-    return (run.settings.memory_budget_mb << 20) // 8
-
-
-def _wait_for_downloads(run: IngestRun) -> bool:
-    """Tell whether held files wait until the downloads end, instead of parsing beside them.
-
-    They wait while the downloads keep the cores busy (a fast mirror: a parse beside them
-    only contends for the cores), and until the load can be told (the first ~80 ms), unless
-    `overlap_parse` says otherwise, and never past `hold_limit_bytes` of zips in memory.
-    Once the load has said the cores idle, files parse for the rest of the downloads: the
-    machine's load then includes the parse itself, which would otherwise read as busy
-    downloads and stop the overlap it started (at 5 ms a request it did, half way). Downloads
-    about to end (`MIN_OVERLAP_SECONDS`) are waited for whatever the load.
+    Files are handed in with `hold`; each batch is run by `parse` (store in bronze, parse,
+    write Parquet), whose parsed files are handed on to the commit stage (`commits`).
     """
-    mode = run.settings.tuning.overlap_parse
-    if mode == "always" or run.held_bytes >= hold_limit_bytes(run):
+
+    workers: int
+    settings: Settings
+    #: The run's downloads: how many are still awaited, and how long they may still take.
+    pace: DownloadPace
+    #: Runs one batch and returns its parsed files (none when each file parsed alone).
+    parse: Callable[[list[HeldFile]], Awaitable[Sequence[Handed]]]
+    commits: Committer
+    held: list[HeldFile] = field(default_factory=list)
+    #: Bytes of the held files' zips kept in memory (bounded: `hold_limit_bytes`).
+    held_bytes: int = 0
+    #: Batch parses on the executor now (`schedule` fills idle workers).
+    running: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: The machine's CPU load since the downloads began (`downloads_begin`).
+    cpu_load: CpuLoad | None = None
+    #: Set once the load said the downloads leave the cores idle: held files parse from then on.
+    beside_downloads: bool = False
+
+    def downloads_begin(self, files: int) -> None:
+        """Start measuring the downloads' pace and the machine's load (not the listing's)."""
+        self.cpu_load = CpuLoad()
+        self.pace.begin(files, self.cpu_load.wall_start)
+
+    def hold(self, held: HeldFile) -> None:
+        """Hold a small file for a batch parse, and start batches on idle workers."""
+        self.held.append(held)
+        self.held_bytes += len(held.body or b"")
+        self.pace.done(held.plan.key)
+        self.schedule()
+
+    def hold_limit_bytes(self) -> int:
+        """Return how many bytes of held zips may wait in memory: an eighth of the budget."""
+        return (self.settings.memory_budget_mb << 20) // 8
+
+    def _wait_for_downloads(self) -> bool:
+        """Tell whether held files wait until the downloads end, instead of parsing beside them.
+
+        They wait while the downloads keep the cores busy (a fast mirror: a parse beside them
+        only contends for the cores), and until the load can be told (the first ~80 ms),
+        unless `overlap_parse` says otherwise, and never past `hold_limit_bytes` of zips in
+        memory. Once the load has said the cores idle, files parse for the rest of the
+        downloads: the machine's load then includes the parse itself, which would otherwise
+        read as busy downloads and stop the overlap it started (at 5 ms a request it did,
+        half way). Downloads about to end (`MIN_OVERLAP_SECONDS`) are waited for whatever
+        the load.
+        """
+        mode = self.settings.tuning.overlap_parse
+        if mode == "always" or self.held_bytes >= self.hold_limit_bytes():
+            return False
+        if mode == "never":
+            return True
+        if self.beside_downloads:
+            return False
+        share = self.cpu_load.busy_share() if self.cpu_load is not None else None
+        if share is None or share >= BUSY_CPU_SHARE:
+            return True
+        left = self.pace.seconds_left()
+        if left is None or left < MIN_OVERLAP_SECONDS:
+            return True
+        self.beside_downloads = True
         return False
-    if mode == "never":
-        return True
-    if run.parse_beside_downloads:
-        return False
-    share = run.cpu_load.busy_share()
-    if share is None or share >= BUSY_CPU_SHARE:
-        return True
-    left = run.download_seconds_left()
-    if left is None or left < MIN_OVERLAP_SECONDS:
-        return True
-    run.parse_beside_downloads = True
-    return False
+
+    def schedule(self) -> None:
+        """Start batch parses of the held small files while workers are free.
+
+        While files download, and the downloads leave the cores idle (`_wait_for_downloads`),
+        a batch starts once `parse_batch_files` files wait, or sooner, with an eighth of
+        that, while a worker is idle: workers start early and keep busy beside the downloads,
+        and the batches grow only while they are all busy. Once nothing more is downloading,
+        what waits is split into equal batches of at most `parse_batch_files`, a multiple of
+        the workers in number, all started at once (queued behind busy workers), so the last
+        ones end together. Splitting again each time a worker freed up made a tail of ever
+        smaller batches (38, 19, 9, 5, 2, 1, 1 files after 225), each paying a batch's fixed
+        cost: in isolation, 300 files in that shape took 0.27 s, in six equal ones 0.21-0.25 s.
+        """
+        limit = self.settings.tuning.parse_batch_files
+        while self.held:
+            waiting = len(self.held)
+            downloading = self.pace.awaiting > 0
+            if downloading and self._wait_for_downloads():
+                return
+            if not downloading:
+                batches = self.workers * -(-waiting // (self.workers * limit))
+                share = -(-waiting // batches)
+                while self.held:
+                    self.start(share)
+            elif waiting >= limit:
+                self.start(limit)
+            elif self.workers - self.running <= 0:
+                return
+            elif waiting >= max(1, limit // 8):
+                self.start(waiting)
+            else:
+                return
+
+    def start(self, size: int) -> None:
+        """Parse the first `size` held files (by key) as one batch, in a task of its own."""
+        self.held.sort(key=lambda held: held.plan.key)
+        batch, self.held = self.held[:size], self.held[size:]
+        if not batch:
+            return
+        self.held_bytes -= sum(len(held.body or b"") for held in batch)
+        self.running += 1
+        task = asyncio.create_task(self._run(batch))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait until every batch parse, and any batch they start, has finished."""
+        while self.tasks:
+            await asyncio.gather(*self.tasks)
+
+    def cancel(self) -> None:
+        """Cancel the batch parses under way (the run is ending on a failure)."""
+        for task in self.tasks:
+            task.cancel()
+
+    async def _run(self, batch: list[HeldFile]) -> None:
+        """Run one batch, then start what waits, then hand its parsed files on."""
+        try:
+            handed = await self.parse(batch)
+        finally:
+            self.running -= 1
+        # Not in `finally`: a cancelled run must not start new batches on its way out.
+        self.schedule()
+        if handed:
+            await self.commits.queue(handed)
 
 
-def schedule_batches(run: IngestRun) -> None:
-    """Start batch parses of the held small files while workers are free.
+async def parse_batch(run: IngestRun, batch: list[HeldFile]) -> Sequence[Handed]:
+    """Store and parse small files in one pass; on any doubt, one by one (handing them on).
 
-    While files download, and the downloads leave the cores idle (`_wait_for_downloads`), a
-    batch starts once `parse_batch_files` files wait, or sooner, with an eighth of that,
-    while a worker is idle: workers start early and keep busy beside the downloads, and the
-    batches grow only while they are all busy. Once nothing more is downloading, what waits
-    is split into equal batches of at most `parse_batch_files`, a multiple of the workers in
-    number, all started at once (queued behind busy workers), so the last ones end
-    together. Splitting again each time a worker freed up made a tail of ever smaller
-    batches (38, 19, 9, 5, 2, 1, 1 files after 225), each paying a batch's fixed cost: in
-    isolation, 300 files in that shape took 0.27 s, in six equal batches 0.21-0.25 s.
+    Returns:
+        The batch's parsed files, for the commit stage; none when each file parsed alone.
     """
-    limit = run.settings.tuning.parse_batch_files
-    while run.small:
-        waiting = len(run.small)
-        downloading = run.awaiting > 0
-        if downloading and _wait_for_downloads(run):
-            return
-        if not downloading:
-            batches = run.workers * -(-waiting // (run.workers * limit))
-            share = -(-waiting // batches)
-            while run.small:
-                start_batch(run, share)
-        elif waiting >= limit:
-            start_batch(run, limit)
-        elif run.workers - run.batches_running <= 0:
-            return
-        elif waiting >= max(1, limit // 8):
-            start_batch(run, waiting)
-        else:
-            return
-
-
-def start_batch(run: IngestRun, size: int) -> None:
-    """Parse the first `size` held files (by key) as one batch, in a task of its own."""
-    run.small.sort(key=lambda held: held.plan.key)
-    batch, run.small = run.small[:size], run.small[size:]
-    if not batch:
-        return
-    run.held_bytes -= sum(len(held.body or b"") for held in batch)
-    run.batches_running += 1
-    task = asyncio.create_task(_parse_batch(run, batch))
-    run.batch_tasks.add(task)
-    task.add_done_callback(run.batch_tasks.discard)
-
-
-async def drain_batches(run: IngestRun) -> None:
-    """Wait until every batch parse, and any batch they start, has finished."""
-    while run.batch_tasks:
-        await asyncio.gather(*run.batch_tasks)
-
-
-async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
-    """Store and parse small files in one pass; on any doubt, one by one."""
     files = [_batch_file(run, held) for held in batch]
     uri = run.lake.table_uri(silver.SILVER, run.dataset.table)
     loop = asyncio.get_running_loop()
-    writes = None
     try:
         writes = await loop.run_in_executor(
             run.executor, InWorker(store_and_parse_batch), files, run.lake, uri
@@ -160,16 +212,11 @@ async def _parse_batch(run: IngestRun, batch: list[HeldFile]) -> None:
         log.info("batch_parse_fallback", files=len(batch), reason=str(exc)[:200])
         for held in batch:
             await _parse_held(run, held)
-    finally:
-        run.batches_running -= 1
-    # Not in `finally`: a cancelled run must not start new batches on its way out.
-    schedule_batches(run)
-    if writes is None:
-        return
-    await run.commits.queue(
-        [(write.parsed, held.entry, held.previous, write)
-         for write, held in zip(writes, batch, strict=True)]
-    )  # fmt: skip
+        return []
+    return [
+        (write.parsed, held.entry, held.previous, write)
+        for write, held in zip(writes, batch, strict=True)
+    ]
 
 
 def _batch_file(run: IngestRun, held: HeldFile) -> BatchFile:
