@@ -7,11 +7,13 @@ its own process; the steps take turns round after round. Reported per step: wall
 process's CPU time (every thread), and the paired ratio to the bare loop.
 
 aiohttp is the one HTTP client of the sources. libcurl (pycurl, in a thread beside the loop)
-was removed after the paired end-to-end ingest benchmark showed no gain of 15 % or more:
-`bench/paired.py --rounds 6 --variant "curl:http_client=curl" --variant
-"aiohttp:http_client=aiohttp"` (and both with `latency_ms=10`), on the code before its
-removal, 2026-12-08, 2-core VM: curl/aiohttp per-round ratio medians 1.13 and 1.04 with no
-latency, 1.06 and 0.90 at 10 ms (two runs; curl at best 10 % faster, at worst 13 % slower).
+was removed after the paired end-to-end ingest benchmark showed no gain of 15 % or more, on
+the code before its removal, 2026-12-08, 2-core VM shared with other work (4 runs of
+`bench/paired.py --variant "aiohttp:http_client=aiohttp" --variant "curl:http_client=curl"`,
+6 or 12 rounds, the small-file scenario at 0 and at 10 ms latency): curl's time over
+aiohttp's, median of the per-round ratios pooled over the runs, 0.94 at 0 ms (36 rounds;
+runs 0.86-1.13) and 1.02 at 10 ms (24 rounds; runs 0.90-1.06). Per 600 GETs the client
+CPU is aiohttp's (this script: 72 ms, as before the change, against 36 ms for libcurl's bulk).
 
     .venv/bin/python bench/http_clients.py --rounds 9 --latency-ms 0
 """

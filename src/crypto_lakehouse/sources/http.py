@@ -17,8 +17,8 @@ where the request is made (`transport_error`), so no caller catches a library's 
 
 aiohttp is the only HTTP client: libcurl (pycurl) for small archive GETs was measured,
 paired end to end (`bench/paired.py`, 2026-12-08; figures in `bench/http_clients.py`), at
-best 10 % faster and at worst 13 % slower than aiohttp, short of the 15 % a second stack
-must earn, and removed.
+6 % less time than aiohttp with no latency and 2 % more at 10 ms (pooled medians), short of
+the 15 % a second stack must earn, and removed.
 """
 
 from __future__ import annotations
