@@ -1,8 +1,12 @@
 """Archive → bronze → silver for one dataset: list, decide, download, verify, parse, commit.
 
-Downloads run concurrently (asyncio + aiohttp), parsing runs on an executor (threads, spawned
-processes or Dask), and one committer writes silver in batches. Per-file failures become
-outcomes on the result; the run always continues with the other files.
+A file flows one way through the stages: plan (`request`, `plan`) → fetch (`fetch`) → store
+in bronze (`file_steps.store`, or the batch worker) → parse (`parse`) → write (`write`) →
+commit (`commit.Committer`) → refresh (`finish`). Small bar files wait in their own stage
+(`small_files.SmallFileBatches`) to be parsed in batches. Downloads run concurrently
+(asyncio + aiohttp), parsing runs on an executor (threads, spawned processes or Dask), and
+the committer writes silver in batches. Per-file failures become outcomes (`failures`); the
+run always continues with the other files.
 """
 
 from __future__ import annotations

@@ -83,7 +83,12 @@ class DownloadPace:
 
 @dataclass(slots=True)
 class IngestRun:
-    """Mutable state of one run, shared by its tasks."""
+    """One run: its settings and executor, and the stages its tasks hand files on to.
+
+    What changes during the run belongs to a stage: the commit stage (`commits`), the
+    small-file stage (`batches`), the downloads' pace (`pace`); `plans` is set once, after
+    the listing.
+    """
 
     lake: LakeRoot
     dataset: Dataset
