@@ -12,6 +12,7 @@ file gets its own parse.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -84,9 +85,15 @@ class SmallFileBatches:
     beside_downloads: bool = False
 
     def downloads_begin(self, files: int) -> None:
-        """Start measuring the downloads' pace and the machine's load (not the listing's)."""
-        self.cpu_load = CpuLoad()
-        self.pace.begin(files, self.cpu_load.wall_start)
+        """Start measuring the downloads' pace, and the machine's load (not the listing's).
+
+        The load (`/proc/stat`, read only) is sampled only when `overlap_parse` is `auto`,
+        the one setting that decides by it.
+        """
+        started = time.perf_counter()
+        if self.settings.tuning.overlap_parse == "auto":
+            self.cpu_load = CpuLoad(wall_start=started)
+        self.pace.begin(files, started)
 
     def hold(self, held: HeldFile) -> None:
         """Hold a small file for a batch parse, and start batches on idle workers."""

@@ -43,6 +43,16 @@ def test_share_is_the_machines_since_the_start(
     assert load.busy_share() == pytest.approx(0.35)
 
 
+class _Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_fresh_reading_is_reused_for_a_tick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -50,32 +60,32 @@ def test_a_fresh_reading_is_reused_for_a_tick(
     monkeypatch.setattr(cpu_load, "_cores", lambda: 2)
     stat = tmp_path / "stat"
     _stat(stat, user=1000, idle=5000)
-    load = CpuLoad(stat_path=stat, reuse_seconds=0.05)
+    clock = _Clock()
+    load = CpuLoad(stat_path=stat, reuse_seconds=0.05, clock=clock)
     _stat(stat, user=1015, idle=5005)
     assert load.busy_share() == 0.75
     _stat(stat, user=1016, idle=5039)
+    clock.now += 0.04
     assert load.busy_share() == 0.75  # the same tick: not read again
-    time.sleep(0.06)
+    clock.now += 0.02
     assert load.busy_share() == pytest.approx(16 / 55)
 
 
 def test_without_proc_stat_this_process_stands_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No /proc/stat: this process's CPU time over the cores; spinning is busy, sleeping not."""
-    monkeypatch.setattr(cpu_load, "_cores", lambda: 1)
-    busy = CpuLoad(stat_path=tmp_path / "missing", reuse_seconds=0)
-    assert busy.busy_share() is None
-    enough = cpu_load.MIN_TICKS_PER_CORE / 100 + 0.02  # seconds: past "too early"
-    end = time.perf_counter() + enough
-    while time.perf_counter() < end:
-        sum(range(1000))
-    share = busy.busy_share()
-    assert share is not None and share > 0.25  # ~1 alone; more than a quarter when shared
-    idle = CpuLoad(stat_path=tmp_path / "missing", reuse_seconds=0)
-    time.sleep(enough)
-    share = idle.busy_share()
-    assert share is not None and share < 0.1
+    """No /proc/stat: this process's CPU time over the cores' wall time; too early is None."""
+    monkeypatch.setattr(cpu_load, "_cores", lambda: 2)
+    wall, cpu = _Clock(), _Clock(7.0)
+    load = CpuLoad(stat_path=tmp_path / "missing", reuse_seconds=0, clock=wall, cpu_clock=cpu)
+    wall.now += 0.05  # fewer than 8 ticks of 10 ms
+    cpu.now += 0.05
+    assert load.busy_share() is None
+    wall.now += 0.15
+    cpu.now += 0.15  # 0.2 s of CPU in 0.2 s on 2 cores: one core busy
+    assert load.busy_share() == pytest.approx(0.5)
+    wall.now += 0.2  # then 0.2 s asleep
+    assert load.busy_share() == pytest.approx(0.25)
 
 
 def test_the_real_machine_reads_a_share_between_0_and_1() -> None:

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _PROC_STAT = Path("/proc/stat")
 #: Fewer clock ticks than this per core (10 ms each) since the start are too few to tell. At
@@ -68,15 +72,22 @@ class CpuLoad:
 
     stat_path: Path = _PROC_STAT
     ticks_start: tuple[int, int] | None = None
-    wall_start: float = field(default_factory=time.perf_counter)
-    cpu_start: float = field(default_factory=time.process_time)
+    wall_start: float | None = None
+    cpu_start: float | None = None
     reuse_seconds: float = REUSE_SECONDS
+    #: Wall and process CPU clocks (`time.perf_counter`, `time.process_time`), injectable.
+    clock: Callable[[], float] = time.perf_counter
+    cpu_clock: Callable[[], float] = time.process_time
     _last_at: float = -1.0
     _last_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.ticks_start is None:
             self.ticks_start = read_cpu_ticks(self.stat_path)
+        if self.wall_start is None:
+            self.wall_start = self.clock()
+        if self.cpu_start is None:
+            self.cpu_start = self.cpu_clock()
 
     def busy_share(self) -> float | None:
         """Return the busy share of all cores since the start (0 to 1), or None too early.
@@ -84,7 +95,7 @@ class CpuLoad:
         "Too early" is fewer than `MIN_TICKS_PER_CORE` clock ticks per core, or as many 10 ms
         of wall time for the process fallback: a share over a few ticks is mostly rounding.
         """
-        at = time.perf_counter()
+        at = self.clock()
         if self._last_at >= 0 and at - self._last_at < self.reuse_seconds:
             return self._last_share
         self._last_at = at
@@ -101,7 +112,8 @@ class CpuLoad:
             if total < MIN_TICKS_PER_CORE * cores:
                 return None
             return busy / total
-        wall = time.perf_counter() - self.wall_start
+        assert self.wall_start is not None and self.cpu_start is not None  # __post_init__
+        wall = self.clock() - self.wall_start
         if wall < MIN_TICKS_PER_CORE / 100:
             return None
-        return min(1.0, (time.process_time() - self.cpu_start) / (wall * cores))
+        return min(1.0, (self.cpu_clock() - self.cpu_start) / (wall * cores))
