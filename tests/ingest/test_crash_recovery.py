@@ -52,6 +52,7 @@ def _table(root: str) -> pl.DataFrame:
 
 
 @pytest.mark.slow
+@pytest.mark.req("R3.1", "R3.3")
 def test_killed_ingest_rerun_matches_uninterrupted_run(
     tmp_path: Path, archive_root: Path, archive: ArchiveServer
 ) -> None:

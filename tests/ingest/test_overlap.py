@@ -88,6 +88,7 @@ def _orphans(root: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("executor", ["threads", "processes"])
+@pytest.mark.req("R2.1")
 def test_streamed_parse_equals_the_ordinary_parse(
     tmp_path: Path, settings_for: Callable[..., Settings], streams: StreamLog, executor: str
 ) -> None:
@@ -104,6 +105,7 @@ def test_streamed_parse_equals_the_ordinary_parse(
     assert not _orphans(tmp_path / "a")
 
 
+@pytest.mark.req("R3.2")
 def test_cut_download_abandons_the_stream_and_lands_the_retry(
     tmp_path: Path, settings_for: Callable[..., Settings], archive: ArchiveServer,
     streams: StreamLog,
@@ -118,6 +120,7 @@ def test_cut_download_abandons_the_stream_and_lands_the_retry(
     assert not _orphans(tmp_path / "lake")
 
 
+@pytest.mark.req("R3.3")
 def test_checksum_mismatch_commits_nothing_the_stream_parsed(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path,
     streams: StreamLog,
@@ -130,6 +133,7 @@ def test_checksum_mismatch_commits_nothing_the_stream_parsed(
     assert not _orphans(tmp_path / "lake")
 
 
+@pytest.mark.req("R5.3")
 def test_bad_row_in_a_streamed_file_is_quarantined_with_its_line(
     tmp_path: Path, settings_for: Callable[..., Settings], archive_root: Path,
     streams: StreamLog,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pytest
+import structlog
 
 from crypto_lakehouse.datasets import get_dataset
 from crypto_lakehouse.exceptions import SourceError
@@ -50,6 +52,7 @@ def zip_gets(archive: ArchiveServer) -> int:
     return sum(1 for r in archive.requests if r.method == "GET" and r.path.endswith(".zip"))
 
 
+@pytest.mark.req("R1.1", "R5.1", "R6.2")
 def test_spot_klines_land_with_right_count_and_first_instant(
     lake_root: str, settings_for: Callable[..., Settings]
 ) -> None:
@@ -62,6 +65,7 @@ def test_spot_klines_land_with_right_count_and_first_instant(
     assert frame.row(0) == (4320, datetime(2020, 1, 1, tzinfo=UTC), 3)
 
 
+@pytest.mark.req("R5.2")
 def test_futures_funding_and_cm_agg_trades_load(
     lake_root: str, settings_for: Callable[..., Settings]
 ) -> None:
@@ -94,6 +98,7 @@ def test_second_run_downloads_nothing_and_keeps_counts(
     assert query(lake_root, "SELECT count(*) FROM silver.spot_klines").item() == 4320
 
 
+@pytest.mark.req("R1.1", "R3.3")
 def test_republished_file_becomes_new_revision_without_duplicates(
     lake_root: str, settings_for: Callable[..., Settings], archive_root: Path
 ) -> None:
@@ -157,6 +162,7 @@ def test_futures_files_with_and_without_header_both_parse(
     assert headers[base + "ETHUSDT-1m-2022-05-01.zip"].header == ""
 
 
+@pytest.mark.req("R3.2", "R5.3")
 def test_bad_files_are_quarantined_while_others_load(
     lake_root: str,
     settings_for: Callable[..., Settings],
@@ -218,6 +224,7 @@ def test_missing_day_is_recorded_as_missing_upstream(
     )
 
 
+@pytest.mark.req("R3.2")
 def test_listing_pagination_and_transient_errors_are_retried(
     tmp_path: Path, settings_for: Callable[..., Settings], archive: ArchiveServer
 ) -> None:
@@ -239,21 +246,51 @@ def test_listing_pagination_and_transient_errors_are_retried(
 
 
 def test_slow_file_does_not_hold_back_the_others(
-    tmp_path: Path, settings_for: Callable[..., Settings], archive: ArchiveServer
+    tmp_path: Path,
+    settings_for: Callable[..., Settings],
+    archive: ArchiveServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Two days land in a commit of their own while the third day is still downloading."""
+    """Two days land in a commit of their own while the third day is still downloading.
+
+    The third day's answer is held until the log says two files were committed (at most
+    30 s): a run that waited for it before committing would commit all three at once.
+    """
     from deltalake import DeltaTable
 
+    fast_days_in = threading.Event()
+    committed: list[int] = []
+
+    def watch(_logger: object, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("event") == "silver_committed":
+            committed.append(int(event.get("files", 0)))
+            if sum(committed) >= 2:
+                fast_days_in.set()
+        return event
+
+    real_sleep = asyncio.sleep
+
+    async def held(delay: float, result: Any = None) -> Any:
+        if delay != 2.0:  # the slow day's scripted delay; every other wait is real
+            return await real_sleep(delay, result)
+        await asyncio.get_running_loop().run_in_executor(None, fast_days_in.wait, 30)
+        return result
+
+    monkeypatch.setattr(asyncio, "sleep", held)
+    processors = structlog.get_config()["processors"]
+    structlog.configure(processors=[watch, *processors])
     archive.faults.add("/" + SPOT_1M + "BTCUSDT-1m-2020-01-03.zip", Fault.delay(2.0))
     root = str(tmp_path / "lake")
     settings = settings_for(root, commit_interval_seconds=0.3, auto_compact=False)
-    result = run(SPOT_REQUEST, settings)
+    try:
+        result = run(SPOT_REQUEST, settings)
+    finally:
+        structlog.configure(processors=processors)
     assert [f.outcome for f in result.files] == ["loaded"] * 3
     uri = LakeRoot.at(root).table_uri("silver", "spot_klines")
-    versions = [v for v in range(DeltaTable(uri).version() + 1)
-                if DeltaTable(uri, version=v).to_pyarrow_dataset().count_rows() > 0]  # fmt: skip
-    first = DeltaTable(uri, version=versions[0]).to_pyarrow_dataset().count_rows()
-    assert first == 2880  # the two fast days, committed before the slow one arrived
+    rows = [DeltaTable(uri, version=v).to_pyarrow_dataset().count_rows()
+            for v in range(DeltaTable(uri).version() + 1)]  # fmt: skip
+    assert 2880 in rows  # the two fast days, committed before the slow one arrived
     assert query(root, "SELECT count(*) FROM silver.spot_klines").item() == 4320
 
 

@@ -75,6 +75,7 @@ def ingest_24_days(
     return run
 
 
+@pytest.mark.req("R2.1")
 def test_batches_start_small_while_workers_are_idle(
     ingest_24_days: Callable[[str], list[int]],
 ) -> None:
@@ -93,6 +94,7 @@ def test_files_wait_for_the_downloads_when_overlap_is_off(
     assert ingest_24_days("never") == [12, 12]
 
 
+@pytest.mark.req("R2.1")
 def test_files_parse_beside_the_downloads_of_a_distant_archive(
     ingest_24_days: Callable[[str], list[int]],
     archive: ArchiveServer,

@@ -22,6 +22,7 @@ from crypto_lakehouse.storage.format_version import (
 from crypto_lakehouse.storage.root import LakeRoot
 
 
+@pytest.mark.req("R6.2")
 def test_a_write_stamps_an_unversioned_lake_on_disk_and_s3(lake_root: str) -> None:
     """The first writing check records the current format and the package that wrote it."""
     lake = LakeRoot.at(lake_root)
@@ -55,6 +56,7 @@ def test_a_read_leaves_an_unversioned_lake_untouched(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("write", [False, True])
+@pytest.mark.req("R6.2")
 def test_a_lake_of_a_newer_format_is_refused(tmp_path: Path, write: bool) -> None:
     """Reading and writing both refuse a newer lake, in one line that says to upgrade."""
     lake = LakeRoot.at(str(tmp_path / "lake"))

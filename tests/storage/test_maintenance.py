@@ -55,6 +55,7 @@ def _answers(engine: QueryEngine) -> list[pl.DataFrame]:
     return [engine.sql(query) for query in ANSWERS]
 
 
+@pytest.mark.req("R6.2")
 def test_optimize_keeps_rows_and_answers_and_reduces_files(
     lake_root: str, settings_for: Callable[..., Settings]
 ) -> None:

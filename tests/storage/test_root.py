@@ -24,6 +24,7 @@ def test_put_bytes_creates_folders_and_replaces_in_place(tmp_path: Path) -> None
     assert [p.name for p in folder.iterdir()] == ["object.zip"]
 
 
+@pytest.mark.req("R3.3")
 def test_failed_write_keeps_the_old_object_and_leaves_no_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,6 +64,7 @@ def test_a_missing_source_file_is_not_taken_for_a_missing_folder(tmp_path: Path)
     assert [p.name for p in (tmp_path / "lake" / "bronze" / "a").iterdir()] == []
 
 
+@pytest.mark.req("R3.3", "R6.2")
 def test_a_failed_upload_leaves_no_partial_object_on_s3(
     s3_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,6 +83,7 @@ def test_a_failed_upload_leaves_no_partial_object_on_s3(
     assert not lake.exists("bronze/object.zip")
 
 
+@pytest.mark.req("R6.2")
 def test_open_input_reads_an_object_at_random_on_local_disk_and_s3(lake_root: str) -> None:
     """Remote workers read bronze zips by seeking in the object; a missing one is a StorageError."""
     lake = LakeRoot.at(lake_root)

@@ -77,6 +77,7 @@ def _same_as_per_file(
     return batch, rows
 
 
+@pytest.mark.req("R2.1")
 def test_batch_equals_per_file_parse(tmp_path: Path) -> None:
     """ms and µs files, with a duplicated row, give the same rows and stats either way."""
     days = ["2024-12-30", "2024-12-31", "2025-01-01"]
@@ -88,6 +89,7 @@ def test_batch_equals_per_file_parse(tmp_path: Path) -> None:
     assert [b.duplicates for b in batch] == [0, 1, 0]
 
 
+@pytest.mark.req("R5.3")
 def test_batch_steps_aside_for_a_bad_file(tmp_path: Path) -> None:
     """A malformed cell or a row outside its day rejects the batch instead of guessing."""
     good = _task(tmp_path, "2020-01-01", kline_csv("2020-01-01", minutes=10))

@@ -74,6 +74,7 @@ def dask_cluster() -> Iterator[str]:
         cluster.close()
 
 
+@pytest.mark.req("R2.3", "R1.3")
 def test_dask_workers_build_the_same_silver_tables_as_threads(
     tmp_path: Path, settings_for: Callable[..., Settings], dask_cluster: str
 ) -> None:
@@ -118,6 +119,7 @@ def assert_names_no_driver_path(task: ParseTask, lake_root: str) -> None:
 
 
 @pytest.mark.s3
+@pytest.mark.req("R1.2", "R2.3", "R6.2")
 def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
     tmp_path: Path,
     s3_root: str,
@@ -152,6 +154,7 @@ def test_dask_workers_on_an_s3_lake_read_zips_from_bronze_not_the_drivers_disk(
 
 
 @pytest.mark.s3
+@pytest.mark.req("R1.2", "R2.3")
 def test_dask_workers_stage_per_file_parses_in_the_lake_and_the_run_clears_them(
     tmp_path: Path,
     s3_root: str,

@@ -6,6 +6,8 @@ import asyncio
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from crypto_lakehouse.ingest import file_steps
 from crypto_lakehouse.ingest.run import IngestRequest, ingest
 from crypto_lakehouse.ingest.runtime.memory import expected_peak_mb, plan_memory
@@ -13,8 +15,6 @@ from crypto_lakehouse.ingest.runtime.memory import expected_peak_mb, plan_memory
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
-
-    import pytest
 
     from crypto_lakehouse.config import Settings
     from crypto_lakehouse.ingest.parse.file import ParseTask
@@ -27,6 +27,7 @@ def test_default_budget_keeps_the_defaults() -> None:
     assert plan.expected_peak_mb == expected_peak_mb(16, 2, processes=False) < 2048
 
 
+@pytest.mark.req("R2.3")
 def test_small_budget_shrinks_chunks_before_workers() -> None:
     """Chunks are halved to 4 MB first; only then does a worker go."""
     threads = plan_memory(400, 64, 2, processes=False)
@@ -41,6 +42,7 @@ def test_budget_below_the_fixed_cost_is_reported_not_exceeded_silently() -> None
     assert (plan.parse_batch_mb, plan.workers, plan.fits) == (1, 1, False)
 
 
+@pytest.mark.req("R2.3")
 def test_ingest_parses_in_the_chunks_the_budget_allows(
     tmp_path: Path, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -97,6 +97,7 @@ def test_republished_day_is_replaced_not_appended(
     assert not _orphans(root)
 
 
+@pytest.mark.req("R3.3")
 def test_rows_already_committed_are_replaced_when_the_manifest_forgot_them(
     tmp_path: Path, settings_for: Callable[..., Settings], paths: list[str]
 ) -> None:

@@ -112,6 +112,7 @@ def test_replacing_staged_rows_swaps_the_file_whole(tmp_path: Path, lake: LakeRo
         ]
 
 
+@pytest.mark.req("R3.3", "R6.2")
 def test_a_failed_replacement_leaves_no_half_written_rows(
     tmp_path: Path, lake: LakeRoot, monkeypatch: pytest.MonkeyPatch
 ) -> None:

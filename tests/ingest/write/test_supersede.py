@@ -183,6 +183,7 @@ def rest_day3(archive_root: Path) -> Iterator[RestServer]:
         yield server
 
 
+@pytest.mark.req("R3.3")
 def test_archive_day_supersedes_rest_day_and_reports_the_changed_close(
     tmp_path: Path,
     archive_root: Path,

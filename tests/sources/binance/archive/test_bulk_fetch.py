@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from crypto_lakehouse.config import Settings
+    from tests.conftest import OverlapGate
     from tests.servers.archive_server import ArchiveServer
 
 BASE = "data/spot/daily/klines/ETHUSDT/1m/"
@@ -60,12 +61,16 @@ def _fetch_all(
 
 
 def test_every_file_arrives_verified_with_one_get_of_each_half(
-    settings: Settings, archive: ArchiveServer, archive_root: Path, tmp_path: Path
+    settings: Settings,
+    archive: ArchiveServer,
+    archive_root: Path,
+    tmp_path: Path,
+    overlap_gate: Callable[[ArchiveServer, float], OverlapGate],
 ) -> None:
     """12 files, 3 requests at a time: each body is its zip, hashed, after one GET of the zip
     and one of its CHECKSUM; never more than `download_concurrency` GETs in flight."""
     keys = _publish_days(archive_root, 12)
-    archive.latency = 0.02  # so that requests which may overlap do
+    overlap_gate(archive, 0.02)  # a request waits until another one waits beside it
     got = _fetch_all(settings.model_copy(update={"download_concurrency": 3}), keys,
                      tmp_path / "spill")  # fmt: skip
     assert sorted(got) == keys

@@ -83,6 +83,7 @@ def test_list_symbols_returns_directory_names(settings: Settings, archive: Archi
     assert symbols == ["BTCUSDT"]
 
 
+@pytest.mark.req("R5.1")
 def test_verified_download_matches_checksum(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:
@@ -119,6 +120,7 @@ def test_missing_key_is_not_found_and_not_retried(
     assert list(tmp_path.glob(".part-*")) == []
 
 
+@pytest.mark.req("R3.2")
 def test_503_then_success_is_retried(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:
@@ -151,6 +153,7 @@ def test_persistent_5xx_gives_up_as_transient(
     assert gets(archive, KEY) == [500] * (settings.http_retries + 1)
 
 
+@pytest.mark.req("R3.2")
 def test_429_retry_after_is_waited_for(
     settings_for: Callable[..., Settings], archive: ArchiveServer, tmp_path: Path
 ) -> None:
@@ -189,6 +192,7 @@ def test_other_4xx_is_rejected_not_missing_and_not_retried(
     assert gets(archive, KEY) == [status]
 
 
+@pytest.mark.req("R3.2")
 def test_truncated_body_is_retried_then_reported(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:
@@ -230,6 +234,7 @@ def test_html_body_once_is_fetched_again(
     assert list(tmp_path.glob(".part-*")) == [got.path]
 
 
+@pytest.mark.req("R3.2")
 def test_html_body_every_time_is_not_a_zip_and_kept_for_quarantine(
     settings: Settings, archive: ArchiveServer, tmp_path: Path
 ) -> None:

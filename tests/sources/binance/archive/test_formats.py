@@ -58,6 +58,7 @@ def test_text_datetimes_parse_as_utc() -> None:
     assert frame["timestamp"][0] == datetime(2024, 1, 1, 0, 0, 8, tzinfo=UTC)
 
 
+@pytest.mark.req("R5.3")
 def test_malformed_number_names_line_column_and_value() -> None:
     """A bad cell is reported with its line number, column name and value."""
     lines = kline_csv("2020-01-01", minutes=5).splitlines()

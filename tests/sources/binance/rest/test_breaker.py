@@ -38,6 +38,7 @@ def _tripped(clock: Clock, threshold: int = 3) -> CircuitBreaker:
     return breaker
 
 
+@pytest.mark.req("R3.2")
 def test_opens_after_consecutive_failures_only() -> None:
     """Failures interrupted by a success do not open it; N in a row do."""
     breaker = CircuitBreaker(failure_threshold=3, reset_seconds=30, clock=Clock())
@@ -49,6 +50,7 @@ def test_opens_after_consecutive_failures_only() -> None:
     assert breaker.state("api") is BreakerState.OPEN
 
 
+@pytest.mark.req("R3.1", "R3.2")
 def test_fails_fast_while_open_and_names_the_wait() -> None:
     """While open every call raises CircuitOpenError saying when the next probe is due."""
     clock = Clock()
@@ -59,6 +61,7 @@ def test_fails_fast_while_open_and_names_the_wait() -> None:
     breaker.before_call("other-host")  # other hosts are unaffected
 
 
+@pytest.mark.req("R3.2")
 def test_half_open_lets_exactly_one_probe_through() -> None:
     """After the reset timeout the first caller probes and a second caller still fails fast."""
     clock = Clock()
@@ -115,7 +118,7 @@ def test_snapshot_and_logs_report_every_transition() -> None:
     assert logs[0]["host"] == "api" and logs[0]["failures"] == 3
 
 
-@pytest.mark.req("R3.2")
+@pytest.mark.req("R3.2", "R3.1", "R6.1")
 def test_rest_client_trips_the_breaker_and_recovers() -> None:
     """Three 503s open the host's breaker, a fourth call never reaches it, a probe recovers."""
     with RestServer() as server:

@@ -81,6 +81,7 @@ def _ms_list(series: pl.Series) -> list[int]:
     return [v // 1000 for v in series.cast(pl.Int64).to_list()]
 
 
+@pytest.mark.req("R5.1", "R6.1")
 def test_spot_klines_page_by_1000_without_gaps_or_duplicates(server: RestServer) -> None:
     """2.5 days of 1m spot klines arrive in 4 pages of at most 1000, each bar exactly once."""
     result = _fetch(
@@ -173,6 +174,7 @@ def test_spot_agg_trades_carry_best_match(server: RestServer) -> None:
     assert min(times) >= ms("2024-01-01") and max(times) < ms("2024-01-01T00:30")
 
 
+@pytest.mark.req("R5.2")
 def test_funding_rate_derives_the_interval_from_gaps(server: RestServer) -> None:
     """Funding rows get 8 h, then 4 h after the schedule change, and null for the first row."""
     result = _fetch(
@@ -200,6 +202,7 @@ def test_open_interest_hist_fills_metrics_columns(server: RestServer) -> None:
     assert result.frame.schema["create_time"] == TIMESTAMP
 
 
+@pytest.mark.req("R3.2", "R6.1")
 def test_429_waits_for_retry_after_then_succeeds(server: RestServer) -> None:
     """A 429 waits exactly its Retry-After (0.5 s, sent as a whole 1 s), and is never banned."""
     server.add_fault("klines", 429, retry_after=0.5)
@@ -233,6 +236,7 @@ def test_the_stand_in_bans_a_client_that_ignores_retry_after(server: RestServer)
     assert float(banned.headers["Retry-After"]) == pytest.approx(120, abs=1)
 
 
+@pytest.mark.req("R6.1")
 def test_418_stops_at_once_with_the_ban_duration(server: RestServer) -> None:
     """A 418 raises BannedError naming the duration; no retry, and later calls fail fast."""
     server.add_fault("klines", 418, retry_after=300)
@@ -269,6 +273,7 @@ def test_451_raises_region_blocked_without_retry(server: RestServer) -> None:
     assert [r.status for r in server.requests if r.endpoint == "fundingRate"] == [451]
 
 
+@pytest.mark.req("R3.2", "R6.1")
 def test_5xx_is_retried_with_backoff(server: RestServer) -> None:
     """Two 503s are retried and the third attempt's data is returned."""
     server.add_fault("klines", 503, times=2)
@@ -279,6 +284,7 @@ def test_5xx_is_retried_with_backoff(server: RestServer) -> None:
     assert [r.status for r in server.requests if r.endpoint == "klines"] == [503, 503, 200]
 
 
+@pytest.mark.req("R3.2", "R6.1")
 def test_5xx_gives_up_after_the_configured_retries(server: RestServer) -> None:
     """Persistent 500s raise TransientSourceError after http_retries + 1 attempts."""
     server.add_fault("klines", 500, times=10)

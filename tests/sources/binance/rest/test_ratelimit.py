@@ -98,6 +98,7 @@ def test_limit_and_used_weight_are_read_from_binance_payloads() -> None:
     assert used_weight_from_headers({"X-MBX-USED-WEIGHT-1D": "900"}) is None
 
 
+@pytest.mark.req("R6.1")
 def test_limiter_never_exceeds_the_window_in_fake_time() -> None:
     """Two hundred reservations never put more than the limit into any window of the log."""
     clock = FakeClock()
@@ -118,6 +119,7 @@ def test_limiter_never_exceeds_the_window_in_fake_time() -> None:
     assert clock.now >= 60 * (total // 60 - 1)  # it really had to wait for the windows
 
 
+@pytest.mark.req("R6.1")
 def test_pause_holds_every_request_for_retry_after() -> None:
     """After pause(5) the next reservation completes no earlier than five seconds later."""
     clock = FakeClock()
@@ -139,6 +141,7 @@ def test_server_reported_weight_corrects_the_count_upwards() -> None:
     assert limiter.used() == 20  # never lowered below what is in flight
 
 
+@pytest.mark.req("R6.1")
 def test_ban_makes_every_request_fail_fast_with_the_duration() -> None:
     """After a 418 ban, acquiring raises BannedError naming the ban and its remaining time."""
     clock = FakeClock()
@@ -184,6 +187,7 @@ def _burst(limiters: dict[Market, WeightLimiter], server: RestServer, requests: 
     return time.monotonic() - began
 
 
+@pytest.mark.req("R6.1")
 def test_limiter_keeps_a_counting_server_under_its_limit() -> None:
     """Hundreds of concurrent requests against a 60-per-window server never draw a 429."""
     window = 0.25

@@ -231,6 +231,7 @@ def test_only_closed_klines_become_rows_but_every_frame_is_kept() -> None:
     assert rows[0]["quote_volume"] == 1060.0 and rows[0]["trades"] == 9
 
 
+@pytest.mark.req("R5.1", "R5.2")
 def test_combined_stream_delivers_each_event_kind() -> None:
     """aggTrade, markPrice, forceOrder and COIN-M kline events arrive in their silver layouts."""
     names = [
@@ -267,6 +268,7 @@ def test_combined_stream_delivers_each_event_kind() -> None:
 
 
 @pytest.mark.parametrize("mode", ["abort", "close"])
+@pytest.mark.req("R3.1", "R3.2")
 def test_survives_scripted_disconnects_and_reports_each_gap(mode: Any) -> None:
     """After two dropped connections every event still arrives once and both gaps are reported."""
     stream = agg_trade_stream("BTCUSDT")
