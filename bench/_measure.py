@@ -190,8 +190,7 @@ def _pythonpath_first() -> Iterator[None]:
 
     spawn gives the child the parent's `sys.path`, not one built from its environment, so a
     variant that set `PYTHONPATH` to another checkout's `src/` (`bench/paired.py`) ran this
-    checkout's code: until 2026-12-05 (tenth session) every such comparison measured the same
-    code twice.
+    checkout's code, so a comparison of two checkouts measured the same code twice.
     """
     extra = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
     saved = sys.path[:]
@@ -208,7 +207,7 @@ def run_measured(fn: Callable[..., dict[str, Any]], *args: Any) -> Measured:
     The page cache is written back first (`os.sync`, before the clock starts): the kernel
     otherwise flushes the previous step's output while this one runs. After the big
     scenario's five 512 MB ingests and baselines, the small scenario measured 106 MB/s;
-    with the sync, 152 (2026-12-05, seventh session).
+    with the sync, 152 (2026-12-05).
     """
     os.sync()
     context = multiprocessing.get_context("spawn")

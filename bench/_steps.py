@@ -177,7 +177,7 @@ def ingest_run(
     from crypto_lakehouse.ingest.run import IngestRequest, ingest
 
     _quiet()
-    # The figure is download + verify + parse + silver commit: the quality refresh and
+    # The measured figure is download + verify + parse + silver commit: the quality refresh and
     # auto-compaction that follow an ingest are measured by their own tests, not here.
     settings = load_settings(
         root=lake_root, binance_archive_url=archive_url, binance_listing_url=listing_url,

@@ -1,6 +1,6 @@
 """Benchmark archive → bronze → silver ingest against a bare isal + polars + Parquet baseline.
 
-Scenarios (issue 3, "Scale and speed"):
+Scenarios and their targets:
   big    one UM monthly aggTrades zip of --csv-mb MB of CSV (target ≥ 250 MB/s, RSS < 2 GB)
   small  --files daily spot 1m kline zips of ~215 KB CSV each (target ≥ 150 MB/s)
 
@@ -20,7 +20,7 @@ of its speed against the one-process baseline of the same round ("paired").
     .venv/bin/python bench/ingest.py --scenario small --latency-ms 20 --overlap auto,never
 
 `--latency-ms` makes the stand-in answer every request that much later, as a distant archive
-does; the issue's targets assume it answers at once, so runs with latency get no verdict.
+does; the targets assume it answers at once, so runs with latency get no verdict.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ from _steps import baseline_big, baseline_small, ingest_run, stages_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"big": 250.0, "small": 150.0}
-#: What the issue says each scenario's first baseline does on its own machine (MB/s of CSV).
-#: Printed beside this host's figure so a verdict can be read against the host's speed; the
-#: two stand 4:1 there, 2.0-2.7:1 here on every host so far (docs/scaling.md §5.0j).
-ISSUE_BASELINES = {"big": 230.0, "small": 58.0}
+#: What each scenario's first baseline does on the reference machine the targets were set on
+#: (MB/s of CSV). Printed beside this host's figure so a verdict can be read against the
+#: host's speed; the two stand 4:1 there, 2.0-2.7:1 on the 2-core hosts measured here.
+REFERENCE_BASELINES = {"big": 230.0, "small": 58.0}
 RSS_BUDGET_MB = 2048.0
 
 
@@ -329,10 +329,10 @@ def _finish(
             used = f"{args.stand_in} stand-in used {stand_in_cpu:.2f} s of CPU"
             row["note"] = f"{row.get('note', '')}; {used}"
     _print_table(f"scenario {scenario}", rows)
-    reference = ISSUE_BASELINES[scenario]
+    reference = REFERENCE_BASELINES[scenario]
     if baseline:
         print(f"{rows[0]['step']}: {baseline:.1f} MB/s on this host, about {reference:.0f} on "
-              f"the issue's machine ({baseline / reference:.2f}×)")  # fmt: skip
+              f"the reference machine ({baseline / reference:.2f}×)")  # fmt: skip
     for row in rows:
         if row["error"]:
             print(f"\n{row['step']} failed:\n{row['error']}", file=sys.stderr)
@@ -342,7 +342,7 @@ def _finish(
         "zip_bytes": tree.zip_bytes,
         "rows": tree.rows,
         "target_mb_per_s": TARGETS[scenario],
-        "issue_baseline_mb_per_s": reference,
+        "reference_baseline_mb_per_s": reference,
         "results": rows,
     }
     if args.profile:
@@ -372,7 +372,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compression", default="zstd", help="baseline Parquet codec")
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="the stand-in waits this long before every answer, as a distant "
-                             "archive does (0: answers at once, the issue's setting)")  # fmt: skip
+                             "archive does (0: answers at once, as targets assume)")  # fmt: skip
     parser.add_argument("--stand-in", choices=STAND_INS, default="mirror",
                         help="the archive stand-in on this host: mirror (a plain mirror, "
                              "~0.07 ms of CPU a request) or full (the tests' aiohttp stand-in, "
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         # Small first: after the big scenario's gigabytes of writes and deletions the small
         # ingest measured 124.6 MB/s (paired 1.67x its baseline), alone right after 150.1
         # (2.03x), and first in the same command 151.0 (2.10x); the big one is the same
-        # either way (285.6 and 291.2 MB/s, 2026-12-05, ninth session).
+        # either way (285.6 and 291.2 MB/s, 2026-12-05).
         if args.scenario in ("small", "all"):
             report["scenarios"]["small"] = run_small(args, executors)
         if args.scenario in ("big", "all"):

@@ -3,7 +3,7 @@
 The lake is written once (cached under bench/work/) directly as silver Delta rows, in the
 layout the pipeline produces: partitioned by symbol and interval, one commit per 64 daily files
 of one symbol (the ingest's commit batch). A second copy is compacted and z-ordered by open_time
-(`lakehouse optimize`) so both layouts are measured. Targets (issue 3): one symbol, one day of
+(`lakehouse optimize`) so both layouts are measured. Targets: one symbol, one day of
 1m: p50 ≤ 20 ms, p95 ≤ 50 ms; one symbol, one year resampled to 1h: p95 ≤ 500 ms.
 
     .venv/bin/python bench/query.py                    # both layouts, 30 warm runs per query

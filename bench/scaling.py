@@ -3,7 +3,7 @@
 Input: consecutive monthly UM aggTrades files of --file-mb MB of CSV each (cached under
 bench/work/), so 0.25 GB is one file and 4 GB sixteen. Each size is ingested end to end (stand-in
 HTTP server, fresh lake, own process); time per GB should stay within ±15% of the median across
-sizes (issue 3: linear scaling); each size runs --repeat times (3) and its median run counts.
+sizes (linear scaling); each size runs --repeat times (3) and its median run counts.
 Then the largest size is ingested with executor="dask" on a
 LocalCluster of 1 and of 2 worker processes.
 

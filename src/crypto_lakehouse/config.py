@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     binance_cm_ws_url: str = "wss://dstream.binance.com"
 
     # Archive round trips, not bandwidth, bound hundreds of small files from a distant CDN:
-    # against the stand-in at 20 ms a request, 300 daily files took 1.88 s with 8, 1.03 s with
-    # 16 and 0.72 s with 32; with no latency the concurrency made no difference.
+    # at 20 ms a request, 8 in flight take 1.35x the time of 16 and 32 take 0.62x
+    # (bench/results/paired-concurrency.json); 16 stays polite to a shared public CDN.
     download_concurrency: int = Field(default=16, ge=1, le=64, description="Parallel downloads")
     http_timeout_seconds: float = Field(default=60.0, gt=0, description="Per-request timeout")
     http_retries: int = Field(default=5, ge=0, description="Retries of a failed request")

@@ -45,7 +45,7 @@ def batched(run: IngestRun, entry: ManifestEntry) -> bool:
 
 
 #: The machine's CPU share above which downloads count as keeping the cores busy (`cpu_load`).
-#: Measured on 2 cores with the stand-in on the same host (`docs/scaling.md` §5.0c): 0.71-0.84
+#: Measured on 2 cores with the stand-in on the same host (`bench/paired.py`): 0.71-0.84
 #: with answers at once, where a parse beside the downloads cost ~6 %; 0.51-0.57 at 5 ms a
 #: request and 0.45 at 10 ms, where it saved 10-15 %.
 BUSY_CPU_SHARE = 0.6

@@ -3,11 +3,11 @@
 Small files are parsed beside their downloads when the downloads wait on the network: the
 cores are then mostly idle and the parse uses them. From a fast mirror (the archive
 stand-in, a MinIO on the same host) the client and the server keep the cores busy, and a
-parse beside them only contends (`docs/scaling.md` §5.0, §5.0c). While aiohttp ran the
-downloads on the event loop, the loop thread's CPU share told the two cases apart; with
-libcurl in its own thread the loop idles in both, so the measure is the machine's: the busy
-time of every core, from `/proc/stat`. Where that file is missing (macOS, Windows), this
-process's CPU time over the cores stands in: it sees the client's work, not a local server's.
+parse beside them only contends (`bench/results/paired-overlap*.json`). The event loop's own
+CPU share cannot tell the two cases apart when a local server does half the work, so the
+measure is the machine's: the busy time of every core, from `/proc/stat`. Where that file is
+missing (macOS, Windows), this process's CPU time over the cores stands in: it sees the
+client's work, not a local server's.
 """
 
 from __future__ import annotations
