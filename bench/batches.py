@@ -102,7 +102,7 @@ def main() -> None:
                 folder = work / f"{name}-{round_number}"
                 runs[name].append(_measure(variants[name], args, tree.root, keys, folder))
     rows = _report(runs, args, tree.csv_bytes)
-    out = args.out or RESULTS / f"batches-{datetime.now(UTC).date()}.json"
+    out = args.out or RESULTS / "batches.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "batches", "machine": cpu_info(),
                                "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -140,7 +140,7 @@ def main() -> None:
                "paired_ratio": round(ratios[step], 3)}  # fmt: skip
         rows.append(row)
         print(f"{step:16s} {row['wall_ms']:9.1f} {row['cpu_ms']:9.1f} {row['paired_ratio']:24.3f}")
-    out = args.out or RESULTS / f"http-clients-{datetime.now(UTC).date()}.json"
+    out = args.out or RESULTS / "http-clients.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(

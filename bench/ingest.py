@@ -427,11 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         "gave to other guests while this one wanted it)"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # A one-scenario run gets its own name: it must not replace the day's full report; nor
-    # may a profiling run (its timings carry the profiler) replace a measured one.
-    part = "" if args.scenario == "all" else f"{args.scenario}-"
-    part += "profile-" if args.profile else ""
-    out = args.out or RESULTS / f"ingest-{part}{datetime.now(UTC).date().isoformat()}.json"
+    # One file per scenario, the latest run (its date is inside): a one-scenario run must not
+    # replace the full report, nor a profiling run (timings carry the profiler) a measured one.
+    part = "" if args.scenario == "all" else f"-{args.scenario}"
+    part += "-profile" if args.profile else ""
+    out = args.out or RESULTS / f"ingest{part}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nresults written to {out}")
     return 0

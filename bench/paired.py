@@ -178,7 +178,7 @@ def _report(variants: list[Variant], csv_bytes: int, args: argparse.Namespace) -
     host = host_noise(args.ticks, cpu_ticks())
     print(f"host during the run: {host} (steal: CPU time given to other guests)")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = args.out or RESULTS / f"paired-{datetime.now(UTC).date().isoformat()}.json"
+    out = args.out or RESULTS / "paired.json"
     report = {"benchmark": "paired", "when": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": cpu_info(), "host_during_run": host, "argv": sys.argv[1:],
               "files": args.files, "rounds": args.rounds, "variants": rows}  # fmt: skip

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         _print(layout, info, api, cli)
         report["layouts"][layout] = {"table": info, "lake_api": api, "cli": cli}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = args.out or RESULTS / f"query-{datetime.now(UTC).date().isoformat()}.json"
+    out = args.out or RESULTS / "query.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults written to {out}")
     return 0

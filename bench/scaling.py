@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "dask_speedup_2_vs_1": speedup,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = args.out or RESULTS / f"scaling-{datetime.now(UTC).date().isoformat()}.json"
+    out = args.out or RESULTS / "scaling.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"results written to {out}")
     return 0
