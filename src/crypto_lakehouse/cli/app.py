@@ -272,7 +272,9 @@ def update(
         )
         settings = settings_for(root)
         with live_render.UpdateProgressBars() as progress:
-            result = asyncio.run(run_update(request, settings, progress=progress))
+            result = asyncio.run(
+                run_update(request, settings, progress=progress, process_tuning=True)
+            )
     except (LakehouseError, KeyError, ValueError) as exc:
         raise fail(exc) from None
     for table in live_render.update_tables(result):

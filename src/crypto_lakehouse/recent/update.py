@@ -192,6 +192,7 @@ async def update(
     archive_client: ArchiveClient | None = None,
     rest_client: BinanceRestClient | None = None,
     now: datetime | None = None,
+    process_tuning: bool = False,
 ) -> UpdateResult:
     """Load the archive for a request, then fill the days it lacks from REST, provisionally.
 
@@ -202,6 +203,8 @@ async def update(
         archive_client: An archive client to use (the caller keeps ownership).
         rest_client: A REST client to use (the caller keeps ownership); one is made otherwise.
         now: The present (tests); REST days end here at the latest.
+        process_tuning: let the archive ingest tune the process's heap (the CLI's opt-in;
+            see `ingest.run.ingest`).
 
     Returns:
         The archive outcome, one DayFill per gap, the REST status and breaker states, and
@@ -228,7 +231,8 @@ async def update(
     )  # fmt: skip
     try:
         result.archive = await ingest(archive_request, settings, progress=sink,
-                                      client=archive_client)  # fmt: skip
+                                      client=archive_client,
+                                      process_tuning=process_tuning)  # fmt: skip
     except SourceError as exc:
         result.archive_error = f"archive listing failed: {exc}"
         log.warning("update_archive_failed", table=dataset.table, error=str(exc))
