@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.cli.test_app import KLINES, lakehouse
 from tests.conftest import env_for
 from tests.servers.archive_server import Fault
 
@@ -20,25 +19,11 @@ if TYPE_CHECKING:
 SPOT_1M = "data/spot/daily/klines/BTCUSDT/1m/"
 FIRST_HTML = SPOT_1M + "BTCUSDT-1m-2020-01-01.zip"
 FIRST_TRUNCATED = SPOT_1M + "BTCUSDT-1m-2020-01-02.zip"
-KLINES = ["ingest", "spot", "klines", "--symbols", "BTCUSDT", "--interval", "1m",
-          "--start", "2020-01-01", "--end", "2020-01-03"]  # fmt: skip
 MINUTES = "SELECT count(DISTINCT open_time) AS minutes, count(*) AS n FROM silver.spot_klines"
 
 
-def lakehouse(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a child process and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "crypto_lakehouse", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def misbehave(archive: ArchiveServer) -> None:
-    """Script the issue's faults: 503, 429 with Retry-After: 1, cut bodies and HTML pages."""
+    """Script the faults: 503, 429 with Retry-After: 1, cut bodies and HTML pages."""
     archive.faults.every(3, Fault.status(503))
     archive.faults.every(5, Fault.status(429, retry_after=1))
     archive.faults.every(7, Fault.truncate_share(0.5), objects_only=True)
