@@ -51,4 +51,6 @@ def test_the_reason_names_the_stage_that_failed_for_lake_and_source_errors() -> 
     assert failure_reason(lake, parsing=True) == "lake error while parsing: disk full"
     source = TransientSourceError("503")
     assert failure_reason(source, parsing=False) == "download failed after retries: 503"
+    refused = RequestRejectedError("HTTP 403")
+    assert failure_reason(refused, parsing=False) == "download refused (not retried): HTTP 403"
     assert failure_reason(NotAZipError("html"), parsing=False) == "NotAZipError: html"

@@ -24,6 +24,7 @@ from crypto_lakehouse.exceptions import (
     LakehouseError,
     NotFoundUpstreamError,
     SourceError,
+    TransientError,
 )
 from crypto_lakehouse.ingest.results import FileOutcome
 from crypto_lakehouse.storage.bronze import ManifestEntry, quarantine_path
@@ -56,8 +57,10 @@ def failure_reason(exc: LakehouseError, *, parsing: bool) -> str:
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, NotFoundUpstreamError):
         return str(exc)
-    if isinstance(exc, SourceError):
+    if isinstance(exc, SourceError) and isinstance(exc, TransientError):
         return f"download failed after retries: {exc}"
+    if isinstance(exc, SourceError):
+        return f"download refused (not retried): {exc}"
     if parsing:
         return f"lake error while parsing: {exc}"
     return f"could not store in bronze: {exc}"
