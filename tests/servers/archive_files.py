@@ -12,6 +12,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 FIXTURE_TREE = Path(__file__).resolve().parents[1] / "fixtures" / "binance-vision"
+KLINES_1M = "data/spot/daily/klines/BTCUSDT/1m/"
+ZIP_KEY = KLINES_1M + "BTCUSDT-1m-2020-01-01.zip"
+ZIP_PATH = "/" + ZIP_KEY
 
 
 def make_zip(
@@ -72,3 +75,12 @@ def copy_fixture_tree(dst: Path) -> Path:
     """Copy the real Binance fixture tree (data/...) into dst and return dst."""
     shutil.copytree(FIXTURE_TREE, dst, dirs_exist_ok=True)
     return dst
+
+
+def fixture_keys(prefix: str) -> list[str]:
+    """Return every key of the fixture tree under `prefix`, sorted as S3 lists them."""
+    return sorted(
+        p.relative_to(FIXTURE_TREE).as_posix()
+        for p in FIXTURE_TREE.rglob("*")
+        if p.is_file() and p.relative_to(FIXTURE_TREE).as_posix().startswith(prefix)
+    )

@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from tests.servers.archive_files import ZIP_KEY, ZIP_PATH
 from tests.servers.archive_server import ArchiveServer, Fault, RequestRecord
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-KLINES_1M = "data/spot/daily/klines/BTCUSDT/1m/"
-ZIP_KEY = KLINES_1M + "BTCUSDT-1m-2020-01-01.zip"
-ZIP_PATH = "/" + ZIP_KEY
 
 
 def test_status_fault_fires_once_then_serves_normally(

@@ -19,26 +19,18 @@ import pytest
 
 from tests.servers.archive_files import (
     FIXTURE_TREE,
+    KLINES_1M,
+    ZIP_KEY,
+    ZIP_PATH,
     checksum_text,
     copy_fixture_tree,
+    fixture_keys,
     make_zip,
     publish,
 )
 from tests.servers.archive_server import ArchiveServer, Fault, RequestRecord
 
-KLINES_1M = "data/spot/daily/klines/BTCUSDT/1m/"
-ZIP_KEY = KLINES_1M + "BTCUSDT-1m-2020-01-01.zip"
-ZIP_PATH = "/" + ZIP_KEY
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _fixture_keys(prefix: str) -> list[str]:
-    """All keys in the fixture tree under prefix, sorted as S3 sorts them."""
-    return sorted(
-        p.relative_to(FIXTURE_TREE).as_posix()
-        for p in FIXTURE_TREE.rglob("*")
-        if p.is_file() and p.relative_to(FIXTURE_TREE).as_posix().startswith(prefix)
-    )
 
 
 # --- log, concurrency, lifecycle -------------------------------------------------------------
@@ -69,7 +61,7 @@ def test_request_log_records_method_path_status_and_bytes(
 
 def test_concurrent_downloads_all_succeed(server: ArchiveServer, root: Path) -> None:
     """Many parallel downloads of every fixture object return the right bytes."""
-    keys = _fixture_keys("data/") * 6
+    keys = fixture_keys("data/") * 6
     with (
         httpx.Client(timeout=20, limits=httpx.Limits(max_connections=16)) as c,
         ThreadPoolExecutor(16) as pool,
@@ -225,7 +217,7 @@ def test_republish_changes_mtime_even_when_immediate(tmp_path: Path) -> None:
 def test_copy_fixture_tree_copies_real_files_untouched(tmp_path: Path) -> None:
     """The copy holds every fixture file byte for byte and leaves the originals alone."""
     dst = copy_fixture_tree(tmp_path / "copy")
-    keys = _fixture_keys("data/")
+    keys = fixture_keys("data/")
     assert len(keys) == 10
     for key in keys:
         assert (dst / key).read_bytes() == (FIXTURE_TREE / key).read_bytes()

@@ -16,25 +16,17 @@ import pytest
 
 from tests.servers.archive_files import (
     FIXTURE_TREE,
+    KLINES_1M,
+    ZIP_KEY,
+    ZIP_PATH,
     checksum_text,
+    fixture_keys,
     publish,
 )
 from tests.servers.archive_server import S3_NS, ArchiveServer, Fault, RequestRecord
 
 NS = {"s3": S3_NS}
-KLINES_1M = "data/spot/daily/klines/BTCUSDT/1m/"
-ZIP_KEY = KLINES_1M + "BTCUSDT-1m-2020-01-01.zip"
-ZIP_PATH = "/" + ZIP_KEY
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _fixture_keys(prefix: str) -> list[str]:
-    """All keys in the fixture tree under prefix, sorted as S3 sorts them."""
-    return sorted(
-        p.relative_to(FIXTURE_TREE).as_posix()
-        for p in FIXTURE_TREE.rglob("*")
-        if p.is_file() and p.relative_to(FIXTURE_TREE).as_posix().startswith(prefix)
-    )
 
 
 def _parse(xml_bytes: bytes) -> dict[str, Any]:
@@ -266,7 +258,7 @@ def test_listing_contents_carry_s3_object_metadata(
 ) -> None:
     """Contents list every object (CHECKSUMs too) with LastModified, quoted md5 ETag and Size."""
     page = _list(client, server, delimiter="/", prefix=KLINES_1M)
-    assert page["keys"] == _fixture_keys(KLINES_1M)
+    assert page["keys"] == fixture_keys(KLINES_1M)
     assert len(page["keys"]) == 6
     assert page["prefixes"] == []
     assert page["next_marker"] is None
@@ -300,7 +292,7 @@ def test_listing_paginates_by_next_marker_with_page_size_two(
     assert [p["truncated"] for p in pages] == ["true", "true", "false"]
     assert [p["next_marker"] for p in pages] == [pages[0]["keys"][-1], pages[1]["keys"][-1], None]
     assert [p["marker"] for p in pages] == ["", pages[0]["keys"][-1], pages[1]["keys"][-1]]
-    assert [k for p in pages for k in p["keys"]] == _fixture_keys(KLINES_1M)
+    assert [k for p in pages for k in p["keys"]] == fixture_keys(KLINES_1M)
 
 
 def test_listing_without_next_marker_supports_last_key_fallback(
@@ -312,7 +304,7 @@ def test_listing_without_next_marker_supports_last_key_fallback(
     assert len(pages) == 3
     assert all(p["next_marker"] is None for p in pages)
     assert pages[0]["truncated"] == "true"
-    assert [k for p in pages for k in p["keys"]] == _fixture_keys(KLINES_1M)
+    assert [k for p in pages for k in p["keys"]] == fixture_keys(KLINES_1M)
 
 
 def test_common_prefix_marker_skips_that_whole_subtree(root: Path, client: httpx.Client) -> None:
@@ -358,7 +350,7 @@ def test_listing_without_delimiter_is_recursive_and_has_no_next_marker(
         pages = _walk(client, srv, prefix="data/")
     assert all(p["next_marker"] is None and p["delimiter"] is None for p in pages)
     assert all(p["prefixes"] == [] for p in pages)
-    assert [k for p in pages for k in p["keys"]] == _fixture_keys("data/")
+    assert [k for p in pages for k in p["keys"]] == fixture_keys("data/")
     assert len(pages) == 3
 
 
@@ -391,7 +383,7 @@ def test_listing_hides_in_flight_publish_temp_files(
 ) -> None:
     """Hidden temp files left by an atomic publish never show up as keys."""
     (root / KLINES_1M / ".BTCUSDT-1m-2020-01-04.zip.abc.tmp").write_bytes(b"partial")
-    assert _list(client, server, prefix=KLINES_1M)["keys"] == _fixture_keys(KLINES_1M)
+    assert _list(client, server, prefix=KLINES_1M)["keys"] == fixture_keys(KLINES_1M)
 
 
 # --- faults ----------------------------------------------------------------------------------
